@@ -1,0 +1,1 @@
+"""Time-series storage: InfluxDB writers and the line-protocol encoder."""
