@@ -1,0 +1,1 @@
+"""Vendor codecs: pure functions from (topic, payload) to canonical readings, and back."""
