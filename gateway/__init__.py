@@ -1,0 +1,1 @@
+"""The running service: the only package that does I/O."""

@@ -1,0 +1,231 @@
+"""The `gridgate` command: run | demo | simulate | decode."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.registry import ADAPTERS
+from devices.errors import ConfigError, RejectedInput
+from devices.validation import check_time
+from gateway.metrics import GatewayMetrics
+from gateway.progress import report_progress
+from gateway.settings import Settings
+
+log = logging.getLogger("gridgate")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+async def _run(settings: Settings, progress: bool) -> int:
+    from gateway.service import run_gateway
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = GatewayMetrics()
+    reporter = None
+    if progress:
+        reporter = asyncio.create_task(
+            report_progress(metrics, stop, interval_s=10.0, live=False), name="progress"
+        )
+    await run_gateway(settings, stop, metrics)
+    stop.set()
+    if reporter:
+        await reporter
+    log.info("stopped: %s", json.dumps(metrics.snapshot(), ensure_ascii=False))
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.service import run_gateway
+    from gateway.storage.influx_v1 import InfluxV1Client
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = GatewayMetrics()
+    gateway = asyncio.create_task(run_gateway(settings, stop, metrics), name="gateway")
+    sim_cmd = [
+        sys.executable, "-m", "gateway.cli", "simulate",
+        "--devices", str(args.devices), "--rate", str(args.rate),
+        "--duration", str(args.duration), "--bad-ratio", str(args.bad_ratio),
+        "--community", args.community,
+        "--host", settings.mqtt_host, "--port", str(settings.mqtt_port),
+        "--quiet",
+    ]  # fmt: skip
+    simulator = await asyncio.create_subprocess_exec(*sim_cmd, stdout=asyncio.subprocess.DEVNULL)
+    print(
+        f"gridgate demo: {args.devices} simulated devices publishing {args.rate}/s to "
+        f"{settings.mqtt_host}:{settings.mqtt_port}; gateway writing to "
+        f"{settings.influx_url} db={settings.influx_database}. Ctrl-C to stop.",
+        file=sys.stderr,
+    )
+    reporter = asyncio.create_task(
+        report_progress(metrics, stop, live=sys.stderr.isatty()), name="progress"
+    )
+    sim_done = asyncio.create_task(simulator.wait(), name="simulator")
+    stop_wait = asyncio.create_task(stop.wait())
+    await asyncio.wait([sim_done, stop_wait, gateway], return_when=asyncio.FIRST_COMPLETED)
+    if simulator.returncode is None:
+        simulator.terminate()
+        await simulator.wait()
+    else:
+        await asyncio.sleep(2 * settings.linger_ms / 1000 + 1)  # let the last batch land
+    stop.set()
+    await gateway
+    await reporter
+    stop_wait.cancel()
+    async with InfluxV1Client(settings.influx_url, settings.influx_database) as influx:
+        print("points in InfluxDB by measurement:", file=sys.stderr)
+        for measurement in ("access", "safety", "meter", "elder", "device_status"):
+            rows = await influx.query(
+                f'SELECT count("schema") FROM "{measurement}" WHERE community = '
+                f"'{args.community}'"
+            )
+            n = int(rows[0]["count"]) if rows else 0
+            print(f"  {measurement:<14} {n:>10,}", file=sys.stderr)
+    print(json.dumps(metrics.snapshot(), ensure_ascii=False), file=sys.stderr)
+    return 0
+
+
+# -- decode -------------------------------------------------------------------------------
+
+
+def _decode(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from privacy.baseline import BaselinePrivacy
+
+    adapter = ADAPTERS.get(args.adapter)
+    if adapter is None:
+        print(f"unknown adapter {args.adapter!r}; known: {', '.join(ADAPTERS)}", file=sys.stderr)
+        return 2
+    payload: bytes
+    if args.hex is not None:
+        try:
+            payload = bytes.fromhex(args.hex)
+        except ValueError:
+            print("rejected: not_hex: --hex is not hexadecimal text", file=sys.stderr)
+            return 1
+    elif args.payload is not None:
+        payload = args.payload.encode()
+    else:
+        payload = sys.stdin.buffer.read()
+    privacy = BaselinePrivacy()
+    try:
+        readings = adapter.decode(args.topic, payload)
+        now = time.time_ns()
+        for r in readings:
+            check_time(r, now, settings.max_past_s, settings.max_future_s)
+    except RejectedInput as exc:
+        print(f"rejected: {exc.reason}: {exc.detail}", file=sys.stderr)
+        return 1
+    out: list[dict[str, Any]] = []
+    for reading in readings:
+        kept = privacy.apply(reading)
+        out.append(
+            {
+                "device_id": kept.device_id,
+                "family": kept.family.value,
+                "channel": kept.channel.value,
+                "kind": kept.kind,
+                "time_ns": kept.time_ns,
+                "location": {
+                    "community": kept.location.community,
+                    "grid": kept.location.grid,
+                    "building": kept.location.building,
+                    "unit": kept.location.unit,
+                    "room": kept.location.room,
+                },
+                "values": dict(kept.values),
+                "dropped_fields": sorted(set(reading.values) - set(kept.values)),
+            }
+        )
+    print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from simulators import cli as sim_cli
+
+    parser = argparse.ArgumentParser(prog="gridgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway against the configured broker/InfluxDB")
+    run.add_argument("--no-progress", action="store_true", help="no periodic counter lines")
+
+    demo = sub.add_parser("demo", help="gateway + simulated fleet with a live summary")
+    demo.add_argument("--devices", type=int, default=400)
+    demo.add_argument("--rate", type=float, default=2000, help="messages per second")
+    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
+    demo.add_argument("--bad-ratio", type=float, default=0.01)
+    demo.add_argument("--community", default="demo")
+
+    simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
+    sim_cli.add_arguments(simulate)
+
+    decode = sub.add_parser("decode", help="decode one message and print canonical readings")
+    decode.add_argument("--adapter", default="gridgate_json")
+    decode.add_argument("--topic", default="")
+    decode.add_argument("--payload", help="payload text (else --hex, else stdin)")
+    decode.add_argument("--hex", help="payload as hex text, spaces allowed")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "simulate":
+        from simulators import cli as sim_cli
+
+        return sim_cli.run(args)
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's message names the bad variable
+        print(f"gridgate: bad settings: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    try:
+        if args.command == "decode":
+            return _decode(args, settings)
+        if args.command == "run":
+            return asyncio.run(_run(settings, progress=not args.no_progress))
+        if args.command == "demo":
+            return asyncio.run(_demo(settings, args))
+    except ConfigError as exc:
+        print(f"gridgate: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

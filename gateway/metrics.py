@@ -1,0 +1,60 @@
+"""Counters the gateway keeps, as plain integers: cheap on the hot path, read by the CLI and API.
+
+Nothing here ever holds a payload or a field value; rejection counts are keyed by reason code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GatewayMetrics:
+    received: int = 0  # MQTT messages handed to the pipeline
+    acked: int = 0  # messages acknowledged to the broker (after the durable hand-off)
+    readings: int = 0  # canonical readings accepted
+    written: int = 0  # points confirmed written to InfluxDB
+    dead_lettered: int = 0  # messages stored in the dead-letter store
+    batches: int = 0
+    write_retries: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason code
+    dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
+
+    @property
+    def backlog(self) -> int:
+        """Messages received but not yet acknowledged (in the pipeline or being written)."""
+        return self.received - self.acked
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "acked": self.acked,
+            "readings": self.readings,
+            "written": self.written,
+            "dead_lettered": self.dead_lettered,
+            "backlog": self.backlog,
+            "batches": self.batches,
+            "write_retries": self.write_retries,
+            "rejected": dict(self.rejected),
+            "dropped_fields": dict(self.dropped_fields),
+        }
+
+    def prometheus(self) -> str:
+        """The Prometheus text exposition of these counters."""
+        lines = []
+        for name in ("received", "acked", "readings", "written", "dead_lettered", "batches"):
+            lines.append(f"# TYPE gridgate_{name}_total counter")
+            lines.append(f"gridgate_{name}_total {getattr(self, name)}")
+        lines.append("# TYPE gridgate_write_retries_total counter")
+        lines.append(f"gridgate_write_retries_total {self.write_retries}")
+        lines.append("# TYPE gridgate_backlog gauge")
+        lines.append(f"gridgate_backlog {self.backlog}")
+        lines.append("# TYPE gridgate_rejected_total counter")
+        for reason, n in sorted(self.rejected.items()):
+            lines.append(f'gridgate_rejected_total{{reason="{reason}"}} {n}')
+        lines.append("# TYPE gridgate_dropped_fields_total counter")
+        for reason, n in sorted(self.dropped_fields.items()):
+            lines.append(f'gridgate_dropped_fields_total{{reason="{reason}"}} {n}')
+        return "\n".join(lines) + "\n"

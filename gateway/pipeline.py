@@ -1,0 +1,237 @@
+"""decode → validate → privacy → encode, then the durable hand-off, then the ack (R8).
+
+The consumer task turns messages into line-protocol lines and gathers them into batches, by
+size and by linger time. Writer tasks take a batch from a bounded queue, put its rejected
+messages in the dead-letter store, write its lines to InfluxDB — retrying as long as the error
+is retryable, so nothing is lost while InfluxDB is down — and only then acknowledge the batch's
+messages to the broker. Memory is bounded twice over: the broker's in-flight window limits
+unacknowledged messages, and the queue limits finished batches waiting for a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from adapters.registry import AdapterRegistry
+from devices.errors import RejectedInput, StorageError
+from devices.validation import check_time
+from gateway.deadletter import DeadLetter, DeadLetterStore
+from gateway.ingest import Message, MessageSource
+from gateway.metrics import GatewayMetrics
+from gateway.storage.points import PointEncoder
+from privacy.baseline import BaselinePrivacy
+
+log = logging.getLogger(__name__)
+
+
+class LineWriter(Protocol):
+    async def write(self, lines: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    batch_size: int = 5000
+    linger_s: float = 0.2
+    write_queue: int = 2
+    writers: int = 2
+    retry_max_s: float = 30.0
+    max_past_s: float = 30 * 86400
+    max_future_s: float = 300.0
+
+
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    line_messages: list[Message] = field(default_factory=list)  # the message of each line
+    dead: list[DeadLetter] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+
+
+class _RateLimitedLog:
+    """At most `per_minute` warnings per reason a minute: a flood of bad input must not
+    turn into a flood of log lines."""
+
+    def __init__(self, per_minute: int = 10) -> None:
+        self.per_minute = per_minute
+        self._window = 0
+        self._counts: dict[str, int] = {}
+
+    def warn(self, topic: str, reason: str, detail: str) -> None:
+        window = int(time.monotonic() // 60)
+        if window != self._window:
+            self._window, self._counts = window, {}
+        n = self._counts.get(reason, 0) + 1
+        self._counts[reason] = n
+        if n <= self.per_minute:
+            log.warning("rejected %s: %s (%s)", topic[:256], reason, detail)
+        elif n == self.per_minute + 1:
+            log.warning("more %s rejections this minute are counted but not logged", reason)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: MessageSource,
+        writer: LineWriter,
+        deadletters: DeadLetterStore,
+        *,
+        adapters: AdapterRegistry,
+        config: PipelineConfig | None = None,
+        metrics: GatewayMetrics | None = None,
+        privacy: BaselinePrivacy | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.source = source
+        self.writer = writer
+        self.deadletters = deadletters
+        self.adapters = adapters
+        self.config = config or PipelineConfig()
+        self.metrics = metrics or GatewayMetrics()
+        self.privacy = privacy or BaselinePrivacy(self.metrics.dropped_fields)
+        self.clock_ns = clock_ns
+        self.encoder = PointEncoder()
+        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
+        self._reject_log = _RateLimitedLog()
+
+    # -- per message ----------------------------------------------------------------------
+
+    def process(self, msg: Message, batch: _Batch) -> None:
+        """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
+        cfg = self.config
+        try:
+            readings = self.adapters.decode(msg.topic, msg.payload)
+            now = self.clock_ns()
+            lines = []
+            for reading in readings:
+                check_time(reading, now, cfg.max_past_s, cfg.max_future_s)
+                lines.append(self.encoder.encode(self.privacy.apply(reading)))
+        except RejectedInput as exc:
+            self._reject(msg, batch, exc.reason, exc.detail)
+            return
+        except ValueError as exc:  # a value line protocol cannot carry (nan, inf)
+            self._reject(msg, batch, "unstorable_value", type(exc).__name__)
+            return
+        except Exception as exc:  # an adapter bug must not stop the gateway
+            log.error("adapter failed on %s: %s", msg.topic[:256], type(exc).__name__)
+            self._reject(msg, batch, "adapter_error", type(exc).__name__)
+            return
+        self.metrics.readings += len(lines)
+        batch.lines.extend(lines)
+        batch.line_messages.extend([msg] * len(lines))
+
+    def _reject(self, msg: Message, batch: _Batch, reason: str, detail: str) -> None:
+        self.metrics.rejected[reason] += 1
+        self._reject_log.warn(msg.topic, reason, detail)
+        batch.dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then flush what was received and return."""
+        async with asyncio.TaskGroup() as tg:
+            writers = [
+                tg.create_task(self._write_loop(), name=f"writer-{i}")
+                for i in range(self.config.writers)
+            ]
+            await self._consume(stop)
+            for _ in writers:
+                await self._queue.put(None)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        batch = _Batch()
+        while not stop.is_set():
+            if batch.messages:
+                timeout = max(0.0, batch.opened + cfg.linger_s - time.monotonic())
+            else:
+                timeout = 0.25  # idle: wake now and then to notice `stop`
+            messages = await self.source.next_batch(cfg.batch_size - len(batch.messages), timeout)
+            if messages:
+                if not batch.messages:
+                    batch.opened = time.monotonic()
+                self.metrics.received += len(messages)
+                for msg in messages:
+                    self.process(msg, batch)
+                batch.messages.extend(messages)
+            if batch.messages and (
+                len(batch.messages) >= cfg.batch_size
+                or time.monotonic() >= batch.opened + cfg.linger_s
+            ):
+                await self._queue.put(batch)
+                batch = _Batch()
+            elif not messages:
+                await asyncio.sleep(0)  # let writers run when the source returns at once
+        if batch.messages:
+            await self._queue.put(batch)
+
+    async def _write_loop(self) -> None:
+        while (batch := await self._queue.get()) is not None:
+            await self._hand_off(batch)
+
+    async def _hand_off(self, batch: _Batch) -> None:
+        if batch.lines:
+            await self._write_with_retry(batch.lines, batch.line_messages, batch.dead)
+        if batch.dead:
+            await self._store_dead_letters(batch.dead)
+        self.source.ack(batch.messages)
+        self.metrics.acked += len(batch.messages)
+        self.metrics.batches += 1
+
+    async def _store_dead_letters(self, dead: list[DeadLetter]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self.deadletters.add_many, dead)
+                self.metrics.dead_lettered += len(dead)
+                return
+            except sqlite3.Error as exc:  # disk full, locked: keep the messages unacked
+                log.error("dead-letter store failed, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    async def _write_with_retry(
+        self, lines: list[str], line_messages: list[Message], dead: list[DeadLetter]
+    ) -> None:
+        """Write until it succeeds; lines InfluxDB refuses outright become dead letters."""
+        delay = 0.5
+        while True:
+            try:
+                await self.writer.write(lines)
+                self.metrics.written += len(lines)
+                return
+            except StorageError as exc:
+                if not exc.retryable:
+                    await self._isolate_refused(lines, line_messages, dead, exc)
+                    return
+                self.metrics.write_retries += 1
+                log.warning("InfluxDB write failed, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    async def _isolate_refused(
+        self,
+        lines: list[str],
+        line_messages: list[Message],
+        dead: list[DeadLetter],
+        exc: StorageError,
+    ) -> None:
+        """Bisect a refused batch: rewriting good points is harmless (same series and time)."""
+        if len(lines) == 1:
+            msg = line_messages[0]
+            # InfluxDB's error text can quote the line, so it is not kept; the log has it.
+            reason, detail = "storage_rejected", "InfluxDB refused the point"
+            log.debug("InfluxDB refused a point from %s: %s", msg.topic[:256], exc)
+            self.metrics.rejected[reason] += 1
+            self._reject_log.warn(msg.topic, reason, detail)
+            dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
+            return
+        mid = len(lines) // 2
+        await self._write_with_retry(lines[:mid], line_messages[:mid], dead)
+        await self._write_with_retry(lines[mid:], line_messages[mid:], dead)

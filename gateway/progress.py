@@ -1,0 +1,45 @@
+"""A one-line live summary of the gateway's counters, for `gridgate run` and `gridgate demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+from gateway.metrics import GatewayMetrics
+
+
+def summary_line(m: GatewayMetrics, prev: tuple[int, int], elapsed_s: float) -> str:
+    received_rate = (m.received - prev[0]) / elapsed_s if elapsed_s > 0 else 0.0
+    written_rate = (m.written - prev[1]) / elapsed_s if elapsed_s > 0 else 0.0
+    return (
+        f"received {m.received:>10,} ({received_rate:>8,.0f}/s)  "
+        f"written {m.written:>10,} ({written_rate:>8,.0f}/s)  "
+        f"dead-lettered {m.dead_lettered:>7,}  backlog {m.backlog:>6,}"
+    )
+
+
+async def report_progress(
+    metrics: GatewayMetrics,
+    stop: asyncio.Event,
+    *,
+    interval_s: float = 1.0,
+    out: TextIO = sys.stderr,
+    live: bool = True,
+) -> None:
+    """Rewrite one line in place on a terminal (`live`), or print a line per interval."""
+    prev = (metrics.received, metrics.written)
+    last = time.monotonic()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass
+        now = time.monotonic()
+        line = summary_line(metrics, prev, now - last)
+        prev, last = (metrics.received, metrics.written), now
+        out.write(("\r" + line) if live else line + "\n")
+        out.flush()
+    if live:
+        out.write("\n")

@@ -1,0 +1,100 @@
+"""Wires settings to the running gateway: InfluxDB, dead-letter store, MQTT source, pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from adapters.registry import AdapterRegistry, default_registry
+from devices.errors import StorageError
+from gateway.deadletter import DeadLetterStore
+from gateway.ingest import PahoSource
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline, PipelineConfig
+from gateway.settings import Settings
+from gateway.storage.influx_v1 import InfluxV1Client
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        batch_size=settings.batch_size,
+        linger_s=settings.linger_ms / 1000,
+        write_queue=settings.write_queue,
+        writers=settings.writers,
+        retry_max_s=settings.retry_max_s,
+        max_past_s=settings.max_past_s,
+        max_future_s=settings.max_future_s,
+    )
+
+
+def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
+    group = settings.mqtt_shared_group
+    return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
+
+
+async def ensure_database(influx: InfluxV1Client, stop: asyncio.Event) -> bool:
+    """Create the database, waiting for InfluxDB to come up; False if stopped first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await influx.ensure_database()
+            return True
+        except StorageError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+    return False
+
+
+async def run_gateway(
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: GatewayMetrics | None = None,
+    adapters: AdapterRegistry | None = None,
+) -> GatewayMetrics:
+    """Run until `stop` is set; returns the final counters."""
+    metrics = metrics or GatewayMetrics()
+    adapters = adapters or default_registry()
+    password = settings.influx_password.get_secret_value() if settings.influx_password else None
+    async with InfluxV1Client(
+        settings.influx_url,
+        settings.influx_database,
+        username=settings.influx_username,
+        password=password,
+        timeout_s=settings.influx_timeout_s,
+    ) as influx:
+        if not await ensure_database(influx, stop):
+            return metrics
+        deadletters = DeadLetterStore(settings.deadletter_path)
+        mqtt_password = (
+            settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        )
+        try:
+            async with PahoSource(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                subscriptions(settings, adapters),
+                client_id=settings.mqtt_client_id,
+                username=settings.mqtt_username,
+                password=mqtt_password,
+                keepalive_s=settings.mqtt_keepalive_s,
+            ) as source:
+                pipeline = Pipeline(
+                    source,
+                    influx,
+                    deadletters,
+                    adapters=adapters,
+                    config=pipeline_config(settings),
+                    metrics=metrics,
+                )
+                await pipeline.run(stop)
+        finally:
+            deadletters.close()
+    return metrics

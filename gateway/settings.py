@@ -1,0 +1,45 @@
+"""Gateway settings from the environment (prefix GRIDGATE_), documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDGATE_", extra="forbid")
+
+    # MQTT broker
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=18830, ge=1, le=65535)
+    mqtt_client_id: str = "gridgate-gateway"
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    # "$share/<group>/" prefix for scale-out over MQTT v5 shared subscriptions; empty = none.
+    mqtt_shared_group: str = ""
+
+    # InfluxDB (v1 HTTP API)
+    influx_url: str = "http://127.0.0.1:18086"
+    influx_database: str = "gridgate"
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Pipeline. The broker's in-flight window bounds unacknowledged messages, so it must be at
+    # least batch_size (Mosquitto: max_inflight_messages; the generated config sets 10000).
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    linger_ms: int = Field(default=200, ge=0, le=60_000)
+    write_queue: int = Field(default=2, ge=1, le=64, description="batches waiting to be written")
+    writers: int = Field(default=2, ge=1, le=8, description="concurrent InfluxDB writes")
+    retry_max_s: float = Field(default=30.0, gt=0, description="longest pause between retries")
+
+    # Validation
+    max_past_s: float = Field(default=30 * 86400, gt=0)
+    max_future_s: float = Field(default=300, ge=0)
+
+    deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

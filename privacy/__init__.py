@@ -1,0 +1,1 @@
+"""De-identification, pure: what may leave the gateway of each reading."""

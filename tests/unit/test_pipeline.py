@@ -1,0 +1,132 @@
+"""Pipeline logic with an in-memory source and writer: ack only after the hand-off,
+dead letters for bad input, retries while storage is down, bisection of refused points."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from adapters.registry import default_registry
+from devices.errors import StorageError
+from gateway.deadletter import DeadLetterStore
+from gateway.ingest import Message
+from gateway.pipeline import Pipeline, PipelineConfig
+
+NOW_MS = 1_732_190_000_000
+
+
+class ListSource:
+    def __init__(self, messages: list[Message]) -> None:
+        self.pending = list(messages)
+        self.acked: list[Message] = []
+        self.connected = True
+
+    async def next_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        out, self.pending = self.pending[:max_messages], self.pending[max_messages:]
+        if not out:
+            await asyncio.sleep(min(timeout_s, 0.01))
+        return out
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        self.acked.extend(messages)
+
+
+class FlakyWriter:
+    """Fails `failures` times (retryable), refuses lines containing `refuse`, else stores."""
+
+    def __init__(self, failures: int = 0, refuse: str | None = None) -> None:
+        self.failures = failures
+        self.refuse = refuse
+        self.lines: list[str] = []
+        self.calls = 0
+
+    async def write(self, lines: Sequence[str]) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("connection refused", retryable=True)
+        if self.refuse and any(self.refuse in line for line in lines):
+            raise StorageError("partial write: field type conflict", retryable=False)
+        self.lines.extend(lines)
+
+
+def msg(i: int, data: dict[str, object] | None = None, raw: bytes | None = None) -> Message:
+    body = raw or json.dumps(
+        {"device_id": f"m-{i}", "ts": NOW_MS + i, "data": data or {"energy_kwh": float(i)}}
+    ).encode()
+    return Message(f"gridgate/v1/c1/meter/m-{i}/telemetry", body, 0, token=i)
+
+
+async def run_pipeline(
+    messages: list[Message], writer: FlakyWriter, tmp_path: Path, **cfg: float
+) -> tuple[Pipeline, ListSource, DeadLetterStore]:
+    source = ListSource(messages)
+    store = DeadLetterStore(tmp_path / "dl.sqlite3")
+    config = PipelineConfig(batch_size=int(cfg.get("batch_size", 10)), linger_s=0.01, retry_max_s=0.01)
+    pipeline = Pipeline(
+        source,
+        writer,
+        store,
+        adapters=default_registry(),
+        config=config,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+
+    async def stop_when_drained() -> None:
+        while len(source.acked) < len(messages):
+            await asyncio.sleep(0.005)
+        stop.set()
+
+    await asyncio.wait_for(asyncio.gather(pipeline.run(stop), stop_when_drained()), 10)
+    return pipeline, source, store
+
+
+async def test_every_message_written_then_acked(tmp_path: Path) -> None:
+    writer = FlakyWriter()
+    pipeline, source, _ = await run_pipeline([msg(i) for i in range(35)], writer, tmp_path)
+    assert len(writer.lines) == 35
+    assert sorted(m.token for m in source.acked) == list(range(35))
+    assert pipeline.metrics.written == 35 and pipeline.metrics.backlog == 0
+
+
+async def test_bad_input_is_dead_lettered_and_acked_without_raw_payload(tmp_path: Path) -> None:
+    secret = b'{"person_name": "\xe5\xbc\xa0\xe4\xb8\x89", "id_number": "11010519491231002X"'
+    messages = [msg(1), msg(2, raw=secret), msg(3, data={"energy_kwh": -1.0})]
+    writer = FlakyWriter()
+    pipeline, source, store = await run_pipeline(messages, writer, tmp_path)
+    assert len(writer.lines) == 1 and len(source.acked) == 3
+    assert pipeline.metrics.rejected == {"not_json": 1, "out_of_range": 1}
+    assert store.count() == 2 and store.count("not_json") == 1
+    dumped = (tmp_path / "dl.sqlite3").read_bytes()
+    assert b"11010519491231002X" not in dumped and secret[:20] not in dumped
+
+
+async def test_storage_outage_is_retried_and_nothing_acked_before_the_write(
+    tmp_path: Path,
+) -> None:
+    writer = FlakyWriter(failures=3)
+    pipeline, source, _ = await run_pipeline([msg(i) for i in range(5)], writer, tmp_path)
+    assert pipeline.metrics.write_retries == 3
+    assert len(writer.lines) == 5 and len(source.acked) == 5
+
+
+async def test_refused_point_is_isolated_and_the_rest_written(tmp_path: Path) -> None:
+    writer = FlakyWriter(refuse="m-6")
+    messages = [msg(i) for i in range(10)]
+    pipeline, source, store = await run_pipeline(messages, writer, tmp_path)
+    assert len(writer.lines) == 9
+    assert store.count("storage_rejected") == 1
+    assert len(source.acked) == 10
+
+
+@pytest.mark.parametrize("n", [1, 10, 25])
+async def test_batches_respect_batch_size(tmp_path: Path, n: int) -> None:
+    writer = FlakyWriter()
+    pipeline, _, _ = await run_pipeline([msg(i) for i in range(n)], writer, tmp_path, batch_size=4)
+    assert pipeline.metrics.batches >= (n + 3) // 4
+    assert len(writer.lines) == n
