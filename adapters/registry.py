@@ -61,8 +61,9 @@ class AdapterRegistry:
         return self.adapter_for(topic).decode(topic, payload)
 
 
-def default_registry() -> AdapterRegistry:
-    return AdapterRegistry([Route("gridgate/v1/+/+/+/+", gridgate_json)])
+def default_registry(community: str = "+") -> AdapterRegistry:
+    """The gateway's own format for one community's topics (``+`` = all communities)."""
+    return AdapterRegistry([Route(f"gridgate/v1/{community}/+/+/+", gridgate_json)])
 
 
 ADAPTERS: dict[str, Adapter] = {gridgate_json.name: gridgate_json}

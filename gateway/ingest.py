@@ -79,6 +79,7 @@ class PahoSource:
         self._waiting = False
         self._generation = 0
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._stopping = False
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -93,6 +94,7 @@ class PahoSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -112,10 +114,13 @@ class PahoSource:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
-    async def wait_connected(self, timeout_s: float = 30.0) -> None:
-        ok = await asyncio.to_thread(self._connected.wait, timeout_s)
-        if not ok:
-            raise ConnectionError(f"no MQTT connection to {self._host}:{self._port}")
+    async def wait_subscribed(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait until the broker has granted our subscriptions (or `stop` is set)."""
+        while not self._subscribed.is_set():
+            if stop is not None and stop.is_set():
+                return False
+            await asyncio.to_thread(self._subscribed.wait, 0.2)
+        return True
 
     @property
     def connected(self) -> bool:
@@ -133,17 +138,26 @@ class PahoSource:
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._connected.set()
         log.info(
-            "MQTT connected to %s:%s (session present: %s), subscribed to %s",
+            "MQTT connected to %s:%s (session present: %s)",
             self._host,
             self._port,
             flags.session_present,
-            ", ".join(self._subscriptions),
         )
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _props: Any
+    ) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("MQTT subscription refused by the broker: %s", reasons)
+            return
+        self._subscribed.set()
+        log.info("MQTT subscribed to %s", ", ".join(self._subscriptions))
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         if not self._stopping:
             log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason)
 

@@ -53,15 +53,21 @@ async def ensure_database(influx: InfluxV1Client, stop: asyncio.Event) -> bool:
     return False
 
 
+async def _signal_ready(source: PahoSource, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    if await source.wait_subscribed(stop):
+        ready.set()
+
+
 async def run_gateway(
     settings: Settings,
     stop: asyncio.Event,
     metrics: GatewayMetrics | None = None,
     adapters: AdapterRegistry | None = None,
+    ready: asyncio.Event | None = None,
 ) -> GatewayMetrics:
-    """Run until `stop` is set; returns the final counters."""
+    """Run until `stop` is set; returns the final counters. `ready` is set once subscribed."""
     metrics = metrics or GatewayMetrics()
-    adapters = adapters or default_registry()
+    adapters = adapters or default_registry(settings.community)
     password = settings.influx_password.get_secret_value() if settings.influx_password else None
     async with InfluxV1Client(
         settings.influx_url,
@@ -86,6 +92,8 @@ async def run_gateway(
                 password=mqtt_password,
                 keepalive_s=settings.mqtt_keepalive_s,
             ) as source:
+                if ready is not None:
+                    asyncio.create_task(_signal_ready(source, stop, ready), name="ready")  # noqa: RUF006
                 pipeline = Pipeline(
                     source,
                     influx,

@@ -47,7 +47,7 @@ say() { echo "services: $*"; }
 die() { echo "services: ERROR: $*" >&2; exit 1; }
 
 for _p in "$MQTT_PORT" "$INFLUX_PORT" "$INFLUX_RPC_PORT"; do
-    [[ "$_p" =~ ^[0-9]+$ ]] && ((_p > 0 && _p < 65536)) || die "invalid port '$_p'"
+    if ! [[ "$_p" =~ ^[0-9]+$ ]] || ((_p < 1 || _p > 65535)); then die "invalid port '$_p'"; fi
 done
 [[ "$INFLUX_PORT" != "$INFLUX_RPC_PORT" && "$MQTT_PORT" != "$INFLUX_PORT" \
     && "$MQTT_PORT" != "$INFLUX_RPC_PORT" ]] \
@@ -84,6 +84,8 @@ remove_policy_rc() {
     fi
 }
 trap remove_policy_rc EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 # Pids of NAME started from the system-wide config (what a package's init script would run).
 system_pids() {  # system_pids COMM
@@ -104,6 +106,17 @@ ensure_installed() {
     ((${#missing[@]})) || return 0
 
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available"
+    # Machine-wide lock (other checkouts/run dirs may install at the same time): nobody may
+    # remove policy-rc.d while another install still relies on it.
+    exec 8>>/tmp/gridgate-install.lock
+    chmod 666 /tmp/gridgate-install.lock 2>/dev/null || true
+    flock -w 900 8 || die "timed out waiting for /tmp/gridgate-install.lock"
+    missing=()
+    [[ -n "$(find_bin mosquitto)" ]] || missing+=(mosquitto)
+    [[ -n "$(find_bin mosquitto_sub)" ]] || missing+=(mosquitto-clients)
+    [[ -n "$(find_bin influxd)" ]] || missing+=(influxdb)
+    [[ -n "$(find_bin curl)" ]] || missing+=(curl)
+    ((${#missing[@]})) || { exec 8>&-; return 0; }
     say "installing ${missing[*]} (apt-get)"
 
     # Keep the packages' init scripts from starting system daemons on 0.0.0.0:1883/8086/8088.
@@ -144,6 +157,7 @@ ensure_installed() {
         fi
     done
 
+    exec 8>&-
     [[ -n "$(find_bin mosquitto)" && -n "$(find_bin influxd)" && -n "$(find_bin curl)" ]] \
         || die "packages installed but mosquitto/influxd/curl still not found"
 }
@@ -195,11 +209,12 @@ log_tail() {
 # Fail (and stop the process) if PID listens anywhere but loopback.
 check_loopback_only() {  # check_loopback_only PID NAME
     local bad
-    bad="$(ss -ltnpH 2>/dev/null | grep -F "pid=$1," \
+    command -v ss >/dev/null 2>&1 || return 0
+    bad="$({ ss -ltnpH; ss -lunpH; } 2>/dev/null | grep -F "pid=$1," \
         | awk '{print $4}' | grep -vE '^(127\.[0-9.]+|\[::1\]|::1):[0-9]+$' || true)"
     if [[ -n "$bad" ]]; then
         kill "$1" 2>/dev/null || true
-        die "$2 (pid $1) listened on non-loopback address(es): $(echo $bad); stopped it"
+        die "$2 (pid $1) listened on non-loopback address(es): ${bad//$'\n'/ }; stopped it"
     fi
 }
 
@@ -272,7 +287,7 @@ start_mosquitto() {
     bin="$(find_bin mosquitto)"
     write_mosquitto_conf
     # 9>&-: the daemon must not inherit our lock fd (it would hold the lock forever).
-    "$bin" -c "$MQ_CONF" -d </dev/null >>"$MQ_LOG" 2>&1 9>&- || {
+    "$bin" -c "$MQ_CONF" -d </dev/null >>"$MQ_LOG" 2>&1 8>&- 9>&- || {
         log_tail "$MQ_LOG"
         die "mosquitto failed to start"
     }
@@ -396,7 +411,7 @@ start_influxd() {
     echo "==== $(date -Is) starting influxd" >>"$IX_LOG"
     # setsid + nohup: detached from our session/terminal; 9>&-: must not inherit the lock fd.
     nohup setsid "$bin" run -config "$IX_CONF" -pidfile "$IX_PID" \
-        </dev/null >>"$IX_LOG" 2>&1 9>&- &
+        </dev/null >>"$IX_LOG" 2>&1 8>&- 9>&- &
     local launcher=$! i
     for ((i = 0; i < 100; i++)); do
         pid="$(our_pid "$IX_PID" influxd "$IX_CONF")" && break

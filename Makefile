@@ -1,0 +1,75 @@
+# gridgate developer tasks. `make` alone lists them.
+#
+# Local services (see scripts/services.sh) listen on 127.0.0.1 only; override the ports with
+#   make test GRIDGATE_MQTT_PORT=... GRIDGATE_INFLUX_PORT=... GRIDGATE_INFLUX_RPC_PORT=...
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-print-directory
+
+GRIDGATE_MQTT_PORT ?= 18830
+GRIDGATE_INFLUX_PORT ?= 18086
+GRIDGATE_INFLUX_RPC_PORT ?= 18088
+export GRIDGATE_MQTT_PORT GRIDGATE_INFLUX_PORT GRIDGATE_INFLUX_RPC_PORT
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+SERVICES := scripts/services.sh
+# root needs no sudo; anyone else installs Debian packages through it
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help venv services stop lint test demo bench clean
+
+help: ## list the targets
+	@echo "gridgate make targets:"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
+	@echo "ports: MQTT $(GRIDGATE_MQTT_PORT), InfluxDB $(GRIDGATE_INFLUX_PORT) (rpc $(GRIDGATE_INFLUX_RPC_PORT)), all on 127.0.0.1"
+
+venv: $(STAMP) ## create .venv and install gridgate with the dev extra (editable)
+
+$(STAMP): pyproject.toml
+	@if ! command -v $(PYTHON) >/dev/null 2>&1; then \
+	  echo "venv: $(PYTHON) not found; installing Debian's python3"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 \
+	    || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3; }; \
+	fi
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "venv: need Python >= 3.11, $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	  echo "venv: python3 -m venv unavailable; installing Debian's python3-venv"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv \
+	    || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv; }; \
+	fi
+	@if [ -d $(VENV) ] && ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then \
+	  echo "venv: $(VENV) is broken or too old; recreating"; rm -rf $(VENV); \
+	fi
+	@[ -x $(VENV)/bin/pip ] || { echo "venv: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "venv: pip install -e '.[dev]'"
+	@$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+services: ## start Mosquitto + InfluxDB on 127.0.0.1 (idempotent)
+	@$(SERVICES) start
+
+stop: ## stop the services started by `make services`
+	@$(SERVICES) stop
+
+lint: $(STAMP) ## ruff check + mypy (strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) services lint ## venv, services, lint, then pytest -n 2
+	$(VENV)/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
+
+demo: $(STAMP) services ## run the end-to-end demo against the local services
+	$(VENV)/bin/gridgate demo
+
+bench: $(STAMP) services ## ingest benchmark against the local services
+	$(VENV)/bin/python -m bench.ingest
+
+clean: ## stop services, remove .run, .venv and egg-info
+	@if [ -x $(SERVICES) ]; then $(SERVICES) stop; fi
+	rm -rf .run $(VENV) *.egg-info

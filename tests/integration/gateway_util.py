@@ -1,0 +1,78 @@
+"""Run the gateway for integration tests: in-process (asyncio task) or as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from gateway.metrics import GatewayMetrics
+from gateway.service import run_gateway
+from gateway.settings import Settings
+from tests.integration.conftest import ROOT, Services
+
+
+def gateway_env(services: Services, community: str, database: str, tmp: Path) -> dict[str, str]:
+    return {
+        "GRIDGATE_MQTT_HOST": services.mqtt_host,
+        "GRIDGATE_MQTT_PORT": str(services.mqtt_port),
+        "GRIDGATE_INFLUX_URL": services.influx_url,
+        "GRIDGATE_INFLUX_DATABASE": database,
+        "GRIDGATE_COMMUNITY": community,
+        "GRIDGATE_MQTT_CLIENT_ID": f"gw-{community}",
+        "GRIDGATE_DEADLETTER_PATH": str(tmp / "deadletter.sqlite3"),
+        "GRIDGATE_LINGER_MS": "50",
+        "GRIDGATE_BATCH_SIZE": "1000",
+    }
+
+
+def settings_for(services: Services, community: str, database: str, tmp: Path) -> Settings:
+    env = gateway_env(services, community, database, tmp)
+    return Settings(**{k.removeprefix("GRIDGATE_").lower(): v for k, v in env.items()})
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[GatewayMetrics]:
+    """The gateway as a task of this event loop; stopped (gracefully) on exit."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    metrics = GatewayMetrics()
+    task = asyncio.create_task(run_gateway(settings, stop, metrics, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def start_gateway_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`gridgate run` as a separate OS process (so a test can SIGKILL it); returns once it
+    has subscribed."""
+    start = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while b"MQTT subscribed" not in log_path.read_bytes()[start:]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("gateway did not subscribe:\n" + log_path.read_text()[-2000:])
+        time.sleep(0.05)
+    return proc

@@ -1,0 +1,178 @@
+"""MQTT → gateway → InfluxDB through the real services: exact counts, exact values, bad input
+dead-lettered, and no loss when the gateway is killed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters import gridgate_json
+from devices.families import Channel, Family
+from devices.location import Location
+from devices.reading import Reading
+from gateway.deadletter import DeadLetterStore
+from gateway.storage.influx_v1 import InfluxV1Client
+from tests.integration.conftest import Services
+from tests.integration.gateway_util import (
+    gateway_env,
+    running_gateway,
+    settings_for,
+    start_gateway_process,
+    wait_for,
+)
+from tests.integration.mqtt_util import drop_session, publish_all
+
+pytestmark = pytest.mark.integration
+
+FAMILY_SAMPLES: dict[Family, tuple[Channel, str, dict[str, Any]]] = {
+    Family.METER: (Channel.TELEMETRY, "telemetry", {"meter_type": "electricity", "energy_kwh": 0.0, "voltage_v": 220.1, "power_kw": -1.2345}),
+    Family.SAFETY: (Channel.TELEMETRY, "telemetry", {"detector": "gas", "gas_lel_pct": 0.0, "co_ppm": 1.5, "battery_pct": 90.0, "tamper": False}),
+    Family.ELDER: (Channel.TELEMETRY, "telemetry", {"heart_rate_bpm": 0.0, "spo2_pct": 97.0, "steps": 10, "worn": True}),
+    Family.ACCESS: (Channel.EVENT, "entry_granted", {"method": "card", "direction": "in", "granted": True, "door": "东门, 1=\"A\""}),
+}  # fmt: skip
+VARYING = {Family.METER: "energy_kwh", Family.SAFETY: "gas_lel_pct", Family.ELDER: "heart_rate_bpm", Family.ACCESS: "held_open_s"}  # fmt: skip
+
+
+def family_readings(community: str, n: int, base_ms: int) -> list[Reading]:
+    out = []
+    for family, (channel, kind, values) in FAMILY_SAMPLES.items():
+        for i in range(n):
+            vals = dict(values)
+            vals[VARYING[family]] = float(i % 97) + 0.25
+            out.append(
+                Reading(
+                    device_id=f"{family.value[0]}-{i % 25:03d}",
+                    family=family,
+                    channel=channel,
+                    kind=kind,
+                    time_ns=(base_ms + i) * 1_000_000,
+                    location=Location(community, "g01", f"{i % 5 + 1}号楼", f"{i % 3 + 1}单元", f"{i:04d}"),
+                    values=vals,
+                )
+            )
+    return out
+
+
+async def test_every_family_lands_exactly_with_same_values(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    n = 150
+    readings = family_readings(unique, n, int(time.time() * 1000) - 3_600_000)
+    settings = settings_for(services, unique, influx_db, tmp_path)
+    try:
+        async with running_gateway(settings) as metrics:
+            await asyncio.to_thread(
+                publish_all,
+                services.mqtt_host,
+                services.mqtt_port,
+                [gridgate_json.encode(r) for r in readings],
+            )
+            await wait_for(lambda: metrics.written >= 4 * n, 60, "all readings written")
+        assert metrics.written == 4 * n and metrics.dead_lettered == 0
+        async with InfluxV1Client(services.influx_url, influx_db) as influx:
+            for family in Family:
+                assert await influx.count(family.value, "schema") == n, family
+                rows = await influx.query(f'SELECT * FROM "{family.value}"')
+                stored = {(row["device"], row["time"]): row for row in rows}
+                for r in (r for r in readings if r.family is family):
+                    row = stored[(r.device_id, r.time_ns)]
+                    for key, value in r.values.items():
+                        assert row[key] == value, (family, key)
+                    assert row["building"] == r.location.building
+                    assert row["unit"] == r.location.unit
+                    assert row["room"] == r.location.room
+                    assert row["kind"] == r.kind
+    finally:
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+
+async def test_malformed_messages_are_dead_lettered_and_gateway_keeps_running(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    good = family_readings(unique, 20, int(time.time() * 1000) - 60_000)
+    bad: list[tuple[str, bytes]] = [
+        (f"gridgate/v1/{unique}/meter/m-1/telemetry", b"{not json"),
+        (f"gridgate/v1/{unique}/meter/m-1/telemetry", b'{"device_id": "m-2", "ts": 1732190000000, "data": {}}'),
+        (f"gridgate/v1/{unique}/safety/s-1/telemetry", b'{"device_id": "s-1", "ts": 1732190000000, "data": {"gas_lel_pct": 900}}'),
+        (f"gridgate/v1/{unique}/toaster/t-1/telemetry", b'{"device_id": "t-1"}'),
+        (f"gridgate/v1/{unique}/elder/w-1/telemetry", b'{"device_id": "w-1", "ts": 4000000000000, "data": {}}'),
+        (f"gridgate/v1/{unique}/access/a-1/event", b'{"device_id": "a-1", "ts": "x", "data": {"person_name": "\xe5\xbc\xa0\xe4\xb8\x89", "id_number": "11010519491231002X"}}'),
+        (f"gridgate/v1/{unique}/meter/m-1/telemetry", b"{" + b" " * 70_000 + b"}"),
+    ]  # fmt: skip
+    messages = [gridgate_json.encode(r) for r in good[:40]] + bad + [gridgate_json.encode(r) for r in good[40:]]
+    settings = settings_for(services, unique, influx_db, tmp_path)
+    try:
+        async with running_gateway(settings) as metrics:
+            await asyncio.to_thread(publish_all, services.mqtt_host, services.mqtt_port, messages)
+            await wait_for(lambda: metrics.acked >= len(messages), 60, "all messages handled")
+        assert metrics.written == len(good)
+        assert metrics.dead_lettered == len(bad)
+        assert metrics.rejected == {
+            "not_json": 1, "device_id_mismatch": 1, "out_of_range": 1, "unknown_family": 1,
+            "future_timestamp": 1, "wrong_type": 1, "oversize": 1,
+        }  # fmt: skip
+        store = DeadLetterStore(settings.deadletter_path)
+        letters = store.recent(100)
+        store.close()
+        assert len(letters) == len(bad)
+        assert all(len(d.payload_sha256) == 64 and d.reason for d in letters)
+        raw = Path(settings.deadletter_path).read_bytes()
+        assert b"11010519491231002X" not in raw and "张三".encode() not in raw
+    finally:
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+
+async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    n = 3000  # per family: 12 000 messages
+    readings = family_readings(unique, n, int(time.time() * 1000) - 7_200_000)
+    env = gateway_env(services, unique, influx_db, tmp_path)
+    log_path = tmp_path / "gateway.log"
+    gateway = start_gateway_process(env, log_path)
+    try:
+        async with InfluxV1Client(services.influx_url, influx_db) as influx:
+
+            async def stored() -> int:
+                try:
+                    return sum([await influx.count(f.value, "schema") for f in Family])
+                except Exception:
+                    return 0
+
+            publisher = asyncio.create_task(
+                asyncio.to_thread(
+                    publish_all,
+                    services.mqtt_host,
+                    services.mqtt_port,
+                    [gridgate_json.encode(r) for r in readings],
+                    max_inflight=200,
+                )
+            )
+            # Kill it once some, but not all, readings are in InfluxDB.
+            deadline = time.monotonic() + 60
+            while (landed := await stored()) < 1000 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert 0 < landed < 4 * n, f"kill point not reached ({landed} stored)"
+            os.kill(gateway.pid, signal.SIGKILL)
+            gateway.wait(10)
+            await publisher
+            landed_at_kill = await stored()
+            assert landed_at_kill < 4 * n, "everything landed before the kill: test proves nothing"
+
+            gateway = start_gateway_process(env, log_path)
+            deadline = time.monotonic() + 120
+            while (landed := await stored()) < 4 * n and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert landed == 4 * n, log_path.read_text()[-3000:]
+            for family in Family:
+                assert await influx.count(family.value, "schema") == n
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
+        drop_session(services.mqtt_host, services.mqtt_port, env["GRIDGATE_MQTT_CLIENT_ID"])
