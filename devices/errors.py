@@ -6,7 +6,8 @@
     ├── ConfigError        a settings/policy/rules file is wrong: refuse to start
     └── StorageError       InfluxDB or the spool failed; `retryable` says whether to try again
 
-Libraries' exceptions are converted at the edge: ``raise StorageError(..., retryable=True) from exc``.
+Libraries' exceptions are converted at the edge:
+``raise StorageError(..., retryable=True) from exc``.
 """
 
 from __future__ import annotations

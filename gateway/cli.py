@@ -64,7 +64,7 @@ async def _run(settings: Settings, progress: bool) -> int:
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.service import run_gateway
-    from gateway.storage.influx_v1 import InfluxV1Client
+    from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -104,8 +104,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         print("points in InfluxDB by measurement:", file=sys.stderr)
         for measurement in ("access", "safety", "meter", "elder", "device_status"):
             rows = await influx.query(
-                f'SELECT count("schema") FROM "{measurement}" WHERE community = '
-                f"'{args.community}'"
+                f'SELECT count("schema") FROM {quote_ident(measurement)}'
+                f" WHERE community = {quote_literal(args.community)}"
             )
             n = int(rows[0]["count"]) if rows else 0
             print(f"  {measurement:<14} {n:>10,}", file=sys.stderr)

@@ -40,7 +40,9 @@ class DeadLetter:
     payload_bytes: int
 
     @classmethod
-    def of(cls, topic: str, payload: bytes, reason: str, detail: str, received_ns: int) -> DeadLetter:
+    def of(
+        cls, topic: str, payload: bytes, reason: str, detail: str, received_ns: int
+    ) -> DeadLetter:
         return cls(
             received_ns=received_ns,
             topic=topic[:_MAX_TOPIC],

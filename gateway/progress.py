@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from typing import TextIO
@@ -32,10 +33,8 @@ async def report_progress(
     prev = (metrics.received, metrics.written)
     last = time.monotonic()
     while not stop.is_set():
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            pass
         now = time.monotonic()
         line = summary_line(metrics, prev, now - last)
         prev, last = (metrics.received, metrics.written), now

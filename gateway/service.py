@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from adapters.registry import AdapterRegistry, default_registry
@@ -45,10 +46,8 @@ async def ensure_database(influx: InfluxV1Client, stop: asyncio.Event) -> bool:
             if not exc.retryable:
                 raise
             log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
             delay = min(delay * 2, 10.0)
     return False
 

@@ -7,12 +7,14 @@ Errors come out as ``StorageError``; ``retryable`` tells the writer whether to k
 (spool and retry: server down, 5xx, timeout) or give up on it (4xx: the data or the request is
 wrong and will be wrong again). Behaviour of influxd 1.6.7 this relies on, checked by hand:
 
-* ``/write`` answers 204; 400 ``partial write: …`` when some lines were bad (the good ones are
-  stored); 400 without that prefix when nothing was stored; 404 for a missing database;
-  413 above ``max-body-size`` (25 MB by default); 500 for a missing retention policy.
+* ``/write`` answers 204; 400 ``partial write: …`` when some lines were refused (the others
+  are stored); 400 without that prefix for other refusals — e.g. two points of one batch giving
+  a new field different types stores nothing of the batch; 404 for a missing database; 413 above
+  ``max-body-size`` (25 MB by default); 500 for a missing retention policy.
 * ``/query`` answers 400 for a parse error and 200 with a per-statement ``error`` otherwise;
   DDL such as ``CREATE DATABASE`` wants POST (GET only warns, but may be refused elsewhere).
-* JSON numbers lose the float/int distinction: float 2.0 comes back as ``2``.
+* JSON numbers lose the float/int distinction: a float field holding 2.0 comes back as ``2``,
+  and one holding 2.26797932753915e17 as an int that only equals the float after ``float()``.
 """
 
 from __future__ import annotations
@@ -121,22 +123,32 @@ class InfluxV1Client:
         params = {"db": self.database, "precision": "ns"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
-        response = await self._send(
-            "POST",
-            "/write",
-            params=params,
-            content=body,
-            headers={"Content-Type": "text/plain; charset=utf-8"},
-        )
-        if response.is_success:
-            return
+        for attempt in range(2):
+            response = await self._send(
+                "POST",
+                "/write",
+                params=params,
+                content=body,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+            if response.is_success:
+                return
+            # The database was dropped under us (an operator, a restore): create it again
+            # rather than dead-letter every point of the batch.
+            if attempt == 0 and response.status_code == 404 and "database not found" in (
+                _error_text(response)
+            ):
+                log.warning("database %r not found; creating it again", self.database)
+                await self.ensure_database()
+                continue
+            break
         text = _error_text(response)
         status = response.status_code
         where = f"InfluxDB write of {len(lines)} lines to {self.database!r} failed ({status})"
         if status == 400 and text.startswith("partial write"):
             raise StorageError(
-                f"{where}: some points were stored, the rejected ones will be rejected again: "
-                f"{text}",
+                f"{where}: InfluxDB kept the points it accepted and dropped the others, which "
+                f"it would drop again: {text}",
                 retryable=False,
             )
         if status == 413:

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from devices.families import Channel
 from devices.reading import Reading
-from gateway.storage.line_protocol import escape_key, escape_measurement, format_field_value
+from gateway.storage.line_protocol import (
+    escape_field_key,
+    escape_measurement,
+    escape_tag_key,
+    format_field_value,
+)
+from gateway.storage.line_protocol import escape_key as escape_tag_value
 
 STATUS_MEASUREMENT = "device_status"
 _PREFIX_CACHE_LIMIT = 200_000
@@ -42,7 +48,7 @@ class PointEncoder:
                 "unit": loc.unit,
             }
             prefix = escape_measurement(measurement_of(reading)) + "".join(
-                f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v
+                f",{escape_tag_key(k)}={escape_tag_value(v)}" for k, v in sorted(tags.items()) if v
             )
             if len(self._prefixes) >= _PREFIX_CACHE_LIMIT:
                 self._prefixes.clear()
@@ -53,7 +59,9 @@ class PointEncoder:
         """One line of line protocol; raises ValueError for a value InfluxDB cannot hold."""
         # `schema` is on every point: it versions the fields and makes count("schema") exact.
         parts = [f"schema={reading.schema_version}i"]
-        parts.extend(f"{escape_key(k)}={format_field_value(v)}" for k, v in reading.values.items())
+        parts.extend(
+            f"{escape_field_key(k)}={format_field_value(v)}" for k, v in reading.values.items()
+        )
         if reading.location.room:
             parts.append(f"room={format_field_value(reading.location.room)}")
         return f"{self.series_key(reading)} {','.join(parts)} {reading.time_ns}"

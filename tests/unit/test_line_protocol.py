@@ -506,19 +506,26 @@ def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_errors_do_not_echo_values() -> None:
     """Error messages may be logged; they name the position, never the (maybe personal) text."""
     secret = "13800138000\n"
-    for call in (
-        lambda: encode_line("m", {"t": secret}, {"v": 1}, T),
-        lambda: encode_line("m", {}, {"s": secret}, T),
-    ):
+    for tags, fields in (({"t": secret}, {"v": 1}), ({}, {"s": secret})):
         with pytest.raises(ValueError) as info:
-            call()
+            encode_line("m", tags, fields, T)
         assert "13800138000" not in str(info.value)
 
 
 # --- properties -------------------------------------------------------------------------------
 
-_HOSTILE = ",= \"\\'\n\r\t#\x00幢单元😀xn"
-_text = st.text(st.sampled_from(_HOSTILE), max_size=8) | st.text(max_size=8)
+_SPECIAL = ",= \"\\'\t#幢单元😀xn"
+
+
+def _texts(min_size: int) -> st.SearchStrategy[str]:
+    """Mostly line-protocol special characters, sometimes any text at all."""
+    return st.text(st.sampled_from(_SPECIAL), min_size=min_size, max_size=8) | st.text(
+        min_size=min_size, max_size=8
+    )
+
+
+_text = _texts(0)
+_name = _texts(1)
 _values = st.one_of(
     _text,
     st.booleans(),
@@ -527,11 +534,11 @@ _values = st.one_of(
 )
 
 
-@settings(max_examples=600)
+@settings(max_examples=1000)
 @given(
-    measurement=_text,
-    tags=st.dictionaries(_text, _text, max_size=4),
-    fields=st.dictionaries(_text, _values, min_size=1, max_size=4),
+    measurement=_name,
+    tags=st.dictionaries(_name, _text, max_size=4),
+    fields=st.dictionaries(_name, _values, min_size=1, max_size=4),
 )
 def test_any_text_encodes_to_one_line_that_parses_back(
     measurement: str, tags: dict[str, str], fields: dict[str, object]
@@ -559,8 +566,35 @@ def test_a_batch_splits_back_into_its_lines(points: list[tuple[str, str, str, st
         assert _split_lines("\n".join(lines)) == lines
 
 
+@given(
+    measurement=_name,
+    tag_key=_name,
+    tag_value=_name,
+    field_key=_name,
+    text=_text,
+    where=st.integers(0, 4),
+    cut=st.integers(0, 8),
+    newline=st.sampled_from(["\n", "\r", "\r\n"]),
+)
+def test_a_newline_anywhere_is_refused(
+    measurement: str,
+    tag_key: str,
+    tag_value: str,
+    field_key: str,
+    text: str,
+    where: int,
+    cut: int,
+    newline: str,
+) -> None:
+    parts = [measurement, tag_key, tag_value, field_key, text]
+    parts[where] = parts[where][:cut] + newline + parts[where][cut:]
+    m, tk, tv, fk, s = parts
+    with pytest.raises(ValueError):
+        encode_line(m, {tk: tv}, {fk: s}, T)
+
+
 _plain = st.text(
-    st.characters(blacklist_characters="\\\n\r\x00", blacklist_categories=("Cs",)), min_size=1
+    st.characters(exclude_characters="\\\n\r\x00", exclude_categories=["Cs"]), min_size=1
 )
 
 

@@ -118,7 +118,7 @@ async def test_storage_outage_is_retried_and_nothing_acked_before_the_write(
 async def test_refused_point_is_isolated_and_the_rest_written(tmp_path: Path) -> None:
     writer = FlakyWriter(refuse="m-6")
     messages = [msg(i) for i in range(10)]
-    pipeline, source, store = await run_pipeline(messages, writer, tmp_path)
+    _, source, store = await run_pipeline(messages, writer, tmp_path)
     assert len(writer.lines) == 9
     assert store.count("storage_rejected") == 1
     assert len(source.acked) == 10

@@ -1,0 +1,168 @@
+"""End-to-end ingest benchmark against the real services (run by `make bench`).
+
+Method (same for both sides, as in the issue's baselines): N readings of all four families
+are queued at QoS 1 in a persistent session while the consumer is away, then the consumer
+connects and drains the backlog.
+
+* raw broker rate: `mosquitto_sub` (a plain C subscriber, auto-ack) drains the N messages;
+* gateway rate: `gridgate run` (separate process) drains them, decodes, validates,
+  de-identifies, writes to InfluxDB and acks — timed until InfluxDB confirms N points.
+
+Prints both rates and their ratio. Options: --messages N (default 200 000), --batch-size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from adapters import gridgate_json
+from devices.families import Channel, Family
+from devices.location import Location
+from devices.reading import Reading
+from tests.integration.mqtt_util import drop_session, publish_all
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+MQTT_PORT = int(os.environ.get("GRIDGATE_MQTT_PORT", "18830"))
+INFLUX_URL = f"http://{HOST}:{int(os.environ.get('GRIDGATE_INFLUX_PORT', '18086'))}"
+
+SAMPLES: dict[Family, tuple[Channel, str, dict[str, object]]] = {
+    Family.METER: (Channel.TELEMETRY, "telemetry", {"meter_type": "electricity", "energy_kwh": 1234.5, "voltage_v": 221.3, "current_a": 4.2, "power_kw": 0.93}),
+    Family.SAFETY: (Channel.TELEMETRY, "telemetry", {"detector": "gas", "gas_lel_pct": 0.4, "co_ppm": 1.5, "temperature_c": 22.5, "battery_pct": 90.0}),
+    Family.ELDER: (Channel.TELEMETRY, "telemetry", {"heart_rate_bpm": 71.0, "spo2_pct": 97.0, "steps": 1200, "worn": True, "latitude": 31.2, "longitude": 121.4}),
+    Family.ACCESS: (Channel.EVENT, "entry_granted", {"method": "face", "direction": "in", "granted": True, "person_name": "张伟", "id_number": "11010519491231002X", "phone": "13812348000"}),
+}  # fmt: skip
+
+
+def messages(community: str, n: int) -> list[tuple[str, bytes]]:
+    base_ms = int(time.time() * 1000) - 3_600_000
+    families = list(SAMPLES)
+    out = []
+    for i in range(n):
+        family = families[i % 4]
+        channel, kind, values = SAMPLES[family]
+        reading = Reading(
+            device_id=f"{family.value[0]}-{i % 3000:04d}",
+            family=family,
+            channel=channel,
+            kind=kind,
+            time_ns=(base_ms + i) * 1_000_000,
+            location=Location(community, f"g{i % 10:02d}", f"{i % 40 + 1}号楼", f"{i % 4 + 1}单元", f"{i % 3000:04d}"),
+            values=values,
+        )
+        out.append(gridgate_json.encode(reading))
+    return out
+
+
+def make_session(client_id: str, topic_filter: str) -> None:
+    """Create a persistent QoS 1 subscription, then leave, so the broker queues for it."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
+    client.connect(HOST, MQTT_PORT)
+    client.loop_start()
+    info = client.subscribe(topic_filter, qos=1)
+    deadline = time.monotonic() + 10
+    while not client.is_connected() or info[0] != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("could not subscribe")
+        time.sleep(0.01)
+    time.sleep(0.3)  # let SUBACK arrive before leaving
+    client.disconnect()
+    client.loop_stop()
+
+
+def raw_broker_rate(msgs: list[tuple[str, bytes]], topic_filter: str) -> float:
+    client_id = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    make_session(client_id, topic_filter)
+    publish_all(HOST, MQTT_PORT, msgs, max_inflight=1000)
+    started = time.perf_counter()
+    subprocess.run(
+        ["mosquitto_sub", "-h", HOST, "-p", str(MQTT_PORT), "-i", client_id, "-c", "-q", "1",
+         "-t", topic_filter, "-C", str(len(msgs))],
+        check=True, stdout=subprocess.DEVNULL, timeout=600,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    drop_session(HOST, MQTT_PORT, client_id)
+    return len(msgs) / elapsed
+
+
+def influx_count(database: str) -> int:
+    total = 0
+    for m in ("access", "safety", "meter", "elder"):
+        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM "{m}"'})
+        for res in r.json().get("results", []):
+            for s in res.get("series", []):
+                total += int(s["values"][0][1])
+    return total
+
+
+def gateway_rate(msgs: list[tuple[str, bytes]], community: str, args: argparse.Namespace) -> tuple[float, dict[str, str]]:
+    database = f"bench_{community}"
+    client_id = f"gw-{community}"
+    tmp = Path(tempfile.mkdtemp(prefix="gridgate-bench-"))
+    env = {
+        **os.environ,
+        "GRIDGATE_MQTT_PORT": str(MQTT_PORT),
+        "GRIDGATE_INFLUX_URL": INFLUX_URL,
+        "GRIDGATE_INFLUX_DATABASE": database,
+        "GRIDGATE_COMMUNITY": community,
+        "GRIDGATE_MQTT_CLIENT_ID": client_id,
+        "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
+        "GRIDGATE_BATCH_SIZE": str(args.batch_size),
+        "GRIDGATE_LOG_LEVEL": "WARNING",
+    }
+    httpx.post(f"{INFLUX_URL}/query", params={"q": f'CREATE DATABASE "{database}"'})
+    make_session(client_id, f"gridgate/v1/{community}/+/+/+")
+    publish_all(HOST, MQTT_PORT, msgs, max_inflight=1000)
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--no-progress"], cwd=ROOT, env=env)
+    try:
+        deadline = started + 600
+        while (n := influx_count(database)) < len(msgs):
+            if time.monotonic() > deadline + time.monotonic() - time.perf_counter() or proc.poll() is not None:
+                raise RuntimeError(f"gateway stopped or timed out with {n} of {len(msgs)} points")
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        drop_session(HOST, MQTT_PORT, client_id)
+        httpx.post(f"{INFLUX_URL}/query", params={"q": f'DROP DATABASE "{database}"'})
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(msgs) / elapsed, env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args()
+    community = f"bench{uuid.uuid4().hex[:6]}"
+    print(f"bench: generating {args.messages:,} messages of all four families", file=sys.stderr)
+    msgs = messages(community, args.messages)
+    print("bench: raw broker rate (mosquitto_sub draining a QoS 1 backlog) …", file=sys.stderr)
+    raw = raw_broker_rate(msgs, f"gridgate/v1/{community}/+/+/+")
+    print(f"bench: gateway end-to-end (backlog → InfluxDB confirmed), batch {args.batch_size} …", file=sys.stderr)
+    gw, _ = gateway_rate(msgs, community, args)
+    print(f"raw broker delivery : {raw:>10,.0f} msg/s (mosquitto_sub, QoS 1)")
+    print(f"gateway end-to-end  : {gw:>10,.0f} readings/s (received → decoded → de-identified → in InfluxDB → acked)")
+    print(f"ratio gateway / raw : {gw / raw:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.sleep(0))
+    sys.exit(main())
