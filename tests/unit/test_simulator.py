@@ -29,7 +29,7 @@ from simulators.fleet import (
     family_counts,
     make_fleet,
 )
-from simulators.malformed import CASES, TIME_REASONS, VALID, bad_message
+from simulators.malformed import CASES, TIME_REASONS, UNSTORABLE, VALID, bad_message
 from simulators.people import (
     PHONE_PATTERN,
     PLATE_PATTERN,
@@ -49,7 +49,7 @@ NS_PER_S = 1_000_000_000
 
 def _run(fleet: list[SimDevice], rounds: int, step_s: float = 30.0) -> list[Reading]:
     """Every device reports once per round, `step_s` apart, like a real reporting interval."""
-    out = []
+    out: list[Reading] = []
     for i in range(rounds):
         now = NOW_NS + int(i * step_s * NS_PER_S)
         out.extend(d.next_reading(now) for d in fleet)
@@ -208,7 +208,9 @@ def test_access_events_carry_realistic_fake_personal_data() -> None:
     seen: Counter[str] = Counter()
     for r in readings:
         v = r.values
-        seen.update(k for k in ("person_name", "id_number", "phone", "plate", "face_feature") if k in v)
+        seen.update(
+            k for k in ("person_name", "id_number", "phone", "plate", "face_feature") if k in v
+        )
         assert v["direction"] in ("in", "out") and isinstance(v["granted"], bool)
         if "id_number" in v:
             assert is_valid_id_number(v["id_number"])
@@ -231,8 +233,11 @@ def test_each_bad_message_gets_its_labelled_outcome(case: str) -> None:
     now_ms = NOW_NS // 1_000_000
     for seed in range(25):
         topic, payload, reason = bad_message(Random(seed), "c1", now_ms=now_ms, case=case)
-        if reason == VALID or reason in TIME_REASONS:
+        if reason in (VALID, UNSTORABLE) or reason in TIME_REASONS:
             [reading] = decode(topic, payload)
+            if reason == UNSTORABLE:  # refused by the gateway's line-protocol encoder
+                texts = [*reading.values.values(), reading.location.building]
+                assert any(isinstance(t, str) and ("\n" in t or "\\" in t) for t in texts)
             if reason in TIME_REASONS:
                 with pytest.raises(RejectedInput) as exc:
                     check_time(reading, NOW_NS, max_past_s=30 * 86_400, max_future_s=300)
@@ -333,3 +338,30 @@ def test_cli_refuses_impossible_arguments(argv: list[str]) -> None:
 def test_cli_reports_an_unreachable_broker(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(_args("--port", "1", "--count", "1")) == 2  # nothing listens on port 1
     assert "cannot reach MQTT broker" in capsys.readouterr().err
+
+
+def test_cli_duration_zero_means_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    class FakePublisher:
+        def __init__(self, *a: object, **kw: object) -> None:
+            pass
+
+        def connect(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def request_stop(self) -> None:
+            pass
+
+        def run(self, source: Traffic, **kw: object) -> SimReport:
+            seen.update(kw)
+            return SimReport()
+
+    monkeypatch.setattr(cli, "Publisher", FakePublisher)
+    assert cli.run(_args("--duration", "0", "--quiet")) == 0
+    assert seen["duration_s"] is None and seen["count"] is None
+    assert cli.run(_args("--quiet")) == 0
+    assert seen["duration_s"] == cli.DEFAULT_DURATION_S
