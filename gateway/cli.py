@@ -28,6 +28,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: one line per written batch is noise, not news.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -68,6 +70,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    if not args.verbose:  # the live line already counts rejections by reason
+        logging.getLogger("gateway.pipeline").setLevel(logging.ERROR)
     metrics = GatewayMetrics()
     gateway = asyncio.create_task(run_gateway(settings, stop, metrics), name="gateway")
     sim_cmd = [
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
     demo.add_argument("--bad-ratio", type=float, default=0.01)
     demo.add_argument("--community", default="demo")
+    demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
     sim_cli.add_arguments(simulate)

@@ -18,7 +18,12 @@ def summary_line(m: GatewayMetrics, prev: tuple[int, int], elapsed_s: float) -> 
         f"received {m.received:>10,} ({received_rate:>8,.0f}/s)  "
         f"written {m.written:>10,} ({written_rate:>8,.0f}/s)  "
         f"dead-lettered {m.dead_lettered:>7,}  backlog {m.backlog:>6,}"
+        + (f"  rejected by reason: {_top(m)}" if m.rejected else "")
     )
+
+
+def _top(m: GatewayMetrics, n: int = 3) -> str:
+    return ", ".join(f"{reason} {count:,}" for reason, count in m.rejected.most_common(n))
 
 
 async def report_progress(
