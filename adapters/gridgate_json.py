@@ -24,7 +24,7 @@ from devices.families import EVENT_KINDS, TELEMETRY_KIND, Channel, Family, Statu
 from devices.location import Location
 from devices.models import FAMILY_DATA, FamilyData, StatusData
 from devices.reading import SCHEMA_VERSION, Reading
-from devices.topics import ID_PATTERN, build_topic, parse_topic
+from devices.topics import ID_PATTERN, TopicParts, build_topic, parse_topic
 
 name = "gridgate_json"
 
@@ -65,11 +65,37 @@ _ENVELOPES: dict[Family, type[Envelope[Any]]] = {
 _STATUS_ENVELOPE: type[Envelope[Any]] = Envelope[StatusData]
 _EVENT_KINDS = {family: {k.value for k in kinds} for family, kinds in EVENT_KINDS.items()}
 _STATUS_KINDS = {k.value for k in StatusKind}
+_NO_LOCATION = LocationIn()
+
+
+_CACHE_LIMIT = 100_000  # topics and places repeat per device: parse each once
+_topics: dict[str, TopicParts] = {}
+_places: dict[tuple[str, str, str, str, str], Location] = {}
+
+
+def _parts(topic: str) -> TopicParts:
+    parts = _topics.get(topic)
+    if parts is None:
+        parts = parse_topic(topic)  # raises on a bad topic: bad topics are never cached
+        if len(_topics) >= _CACHE_LIMIT:
+            _topics.clear()
+        _topics[topic] = parts
+    return parts
+
+
+def _location(key: tuple[str, str, str, str, str]) -> Location:
+    location = _places.get(key)
+    if location is None:
+        location = Location(*key)
+        if len(_places) >= _CACHE_LIMIT:
+            _places.clear()
+        _places[key] = location
+    return location
 
 
 def decode(topic: str, payload: bytes) -> list[Reading]:
     check_size(payload)
-    parts = parse_topic(topic)
+    parts = _parts(topic)
     model = _STATUS_ENVELOPE if parts.channel is Channel.STATUS else _ENVELOPES[parts.family]
     try:
         env = model.model_validate_json(payload)
@@ -78,8 +104,8 @@ def decode(topic: str, payload: bytes) -> list[Reading]:
     if env.device_id != parts.device_id:
         raise RejectedInput("device_id_mismatch", "payload device_id differs from the topic's")
     _check_kind(parts.family, parts.channel, env.kind)
-    loc = env.loc or LocationIn()
-    location = Location(parts.community, loc.grid, loc.building, loc.unit, loc.room)
+    loc = env.loc or _NO_LOCATION
+    location = _location((parts.community, loc.grid, loc.building, loc.unit, loc.room))
     data: FamilyData = env.data
     return [
         Reading(

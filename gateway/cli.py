@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -30,6 +31,15 @@ def _setup_logging(level: str) -> None:
     )
     # httpx logs every request at INFO: one line per written batch is noise, not news.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes: every message allocates several tracked objects, and with the
+    default gen-0 threshold (700) the collector ran every ~100 messages (≈1 µs per message).
+    Start-up objects are frozen so that the rarer full passes do not rescan them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -221,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return _decode(args, settings)
+        _tune_gc()
         if args.command == "run":
             return asyncio.run(_run(settings, progress=not args.no_progress))
         if args.command == "demo":
