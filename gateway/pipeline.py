@@ -41,6 +41,7 @@ class PipelineConfig:
     write_queue: int = 2
     writers: int = 2
     retry_max_s: float = 30.0
+    shutdown_grace_s: float = 15.0
     max_past_s: float = 30 * 86400
     max_future_s: float = 300.0
 
@@ -134,15 +135,30 @@ class Pipeline:
     # -- tasks ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then flush what was received and return."""
+        """Run until `stop` is set, then flush what was received and return.
+
+        If storage is still down after `shutdown_grace_s`, the remaining batches are given up
+        unacknowledged: the broker keeps them in the persistent session and redelivers them on
+        the next start, so stopping never loses a reading and never hangs.
+        """
         async with asyncio.TaskGroup() as tg:
             writers = [
                 tg.create_task(self._write_loop(), name=f"writer-{i}")
                 for i in range(self.config.writers)
             ]
             await self._consume(stop)
-            for _ in writers:
-                await self._queue.put(None)
+            try:
+                async with asyncio.timeout(self.config.shutdown_grace_s):
+                    for _ in writers:
+                        await self._queue.put(None)
+                    await asyncio.wait(writers)
+            except TimeoutError:
+                log.warning(
+                    "stopping with %d messages unwritten; the broker redelivers them on restart",
+                    self.metrics.backlog,
+                )
+                for writer in writers:
+                    writer.cancel()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         cfg = self.config

@@ -25,6 +25,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         write_queue=settings.write_queue,
         writers=settings.writers,
         retry_max_s=settings.retry_max_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
         max_past_s=settings.max_past_s,
         max_future_s=settings.max_future_s,
     )

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     write_queue: int = Field(default=2, ge=1, le=64, description="batches waiting to be written")
     writers: int = Field(default=2, ge=1, le=8, description="concurrent InfluxDB writes")
     retry_max_s: float = Field(default=30.0, gt=0, description="longest pause between retries")
+    shutdown_grace_s: float = Field(default=15.0, ge=0, description="flush time on stop")
 
     # Validation
     max_past_s: float = Field(default=30 * 86400, gt=0)

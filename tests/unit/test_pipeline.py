@@ -130,3 +130,25 @@ async def test_batches_respect_batch_size(tmp_path: Path, n: int) -> None:
     pipeline, _, _ = await run_pipeline([msg(i) for i in range(n)], writer, tmp_path, batch_size=4)
     assert pipeline.metrics.batches >= (n + 3) // 4
     assert len(writer.lines) == n
+
+
+async def test_stop_during_an_outage_gives_up_unacked_instead_of_hanging(tmp_path: Path) -> None:
+    source = ListSource([msg(i) for i in range(5)])
+    writer = FlakyWriter(failures=10**9)  # InfluxDB never comes back
+    config = PipelineConfig(batch_size=5, linger_s=0.01, retry_max_s=0.01, shutdown_grace_s=0.3)
+    pipeline = Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        config=config,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    while writer.calls < 3:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert source.acked == []  # nothing acknowledged: the broker will redeliver all five
+    assert pipeline.metrics.backlog == 5

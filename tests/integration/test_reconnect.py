@@ -1,0 +1,97 @@
+"""The gateway rides out a broker restart: it reconnects with backoff, its persistent session
+survives (broker persistence), and every reading published before and after lands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters import gridgate_json
+from gateway.storage.influx_v1 import InfluxV1Client
+from tests.integration.conftest import Services
+from tests.integration.gateway_util import running_gateway, settings_for, wait_for
+from tests.integration.mqtt_util import publish_all
+from tests.integration.test_end_to_end import family_readings
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateBroker:
+    """A throwaway Mosquitto on a free loopback port with its own persistence directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        user = "root" if os.geteuid() == 0 else ""
+        (root / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
+            f"max_queued_messages 1000000\nautosave_interval 1\n"
+            + (f"user {user}\n" if user else "")
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(self.root / "mosquitto.conf")])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # Mosquitto saves its persistence file on SIGTERM
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    b = PrivateBroker(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()
+
+
+async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
+    services: Services, broker: PrivateBroker, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    n = 100  # per family
+    before = family_readings(unique, n, int(time.time() * 1000) - 600_000)
+    after = family_readings(unique, n, int(time.time() * 1000) - 300_000)
+    settings = settings_for(services, unique, influx_db, tmp_path).model_copy(
+        update={"mqtt_port": broker.port}
+    )
+    async with running_gateway(settings) as metrics:
+        await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in before])
+        await wait_for(lambda: metrics.written >= 4 * n, 30, "first half written")
+        broker.stop()
+        await asyncio.sleep(0.5)  # the gateway notices and starts its backoff
+        broker.start()
+        await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in after])
+        await wait_for(lambda: metrics.written >= 8 * n, 60, "second half written after reconnect")
+    async with InfluxV1Client(services.influx_url, influx_db) as influx:
+        total = sum([await influx.count(f, "schema") for f in ("access", "safety", "meter", "elder")])
+    assert total == 8 * n
+    assert metrics.dead_lettered == 0
