@@ -72,6 +72,7 @@ class PahoSource:
         username: str | None = None,
         password: str | None = None,
         keepalive_s: int = 30,
+        bulk: bool = True,
     ) -> None:
         self._host, self._port, self._keepalive = host, port, keepalive_s
         self._subscriptions = list(subscriptions)
@@ -83,10 +84,10 @@ class PahoSource:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = False
-        self._bulk = paho_fast.supported()
-        client_class = paho_fast.BulkClient if self._bulk else mqtt.Client
-        if not self._bulk:
+        if bulk and not paho_fast.supported():
             log.warning("paho internals changed: using the stock client (slower, still correct)")
+            bulk = False
+        client_class = paho_fast.BulkClient if bulk else mqtt.Client
         client = client_class(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,

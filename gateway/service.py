@@ -91,6 +91,7 @@ async def run_gateway(
                 username=settings.mqtt_username,
                 password=mqtt_password,
                 keepalive_s=settings.mqtt_keepalive_s,
+                bulk=settings.mqtt_bulk_client,
             ) as source:
                 if ready is not None:
                     asyncio.create_task(_signal_ready(source, stop, ready), name="ready")  # noqa: RUF006
