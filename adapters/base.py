@@ -14,8 +14,18 @@ from devices.reading import Reading
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 
+# A reading whose device sends no clock (DL/T 645 frames, most binary protocols) carries
+# RECEIVE_TIME; the pipeline stamps it with the time the message arrived. Decoders stay pure.
+RECEIVE_TIME = 0
+
+
 class Adapter(Protocol):
-    """A vendor codec. `decode` raises only `RejectedInput`, whatever the bytes."""
+    """A vendor codec. `decode` raises only `RejectedInput`, whatever the bytes.
+
+    An adapter is a module (or an object) with `name` and `decode`. A module that takes
+    options from the routes file (bit layouts, units, gas type …) also has
+    ``configure(**options) -> Adapter``; the registry calls it when a route gives options.
+    """
 
     name: str
 

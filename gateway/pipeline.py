@@ -15,9 +15,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from adapters.base import RECEIVE_TIME
 from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
 from devices.validation import check_time
@@ -111,7 +112,10 @@ class Pipeline:
             now = self.clock_ns()
             lines = []
             for reading in readings:
-                check_time(reading, now, cfg.max_past_s, cfg.max_future_s)
+                if reading.time_ns == RECEIVE_TIME:
+                    reading = replace(reading, time_ns=msg.received_ns)
+                else:
+                    check_time(reading, now, cfg.max_past_s, cfg.max_future_s)
                 lines.append(self.encoder.encode(self.privacy.apply(reading)))
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
