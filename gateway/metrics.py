@@ -19,6 +19,7 @@ class GatewayMetrics:
     dead_lettered: int = 0  # messages stored in the dead-letter store
     batches: int = 0
     write_retries: int = 0
+    liveness_changes: int = 0  # devices going online/offline
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
 
@@ -37,6 +38,7 @@ class GatewayMetrics:
             "backlog": self.backlog,
             "batches": self.batches,
             "write_retries": self.write_retries,
+            "liveness_changes": self.liveness_changes,
             "rejected": dict(self.rejected),
             "dropped_fields": dict(self.dropped_fields),
         }
@@ -44,7 +46,15 @@ class GatewayMetrics:
     def prometheus(self) -> str:
         """The Prometheus text exposition of these counters."""
         lines = []
-        for name in ("received", "acked", "readings", "written", "dead_lettered", "batches"):
+        for name in (
+            "received",
+            "acked",
+            "readings",
+            "written",
+            "dead_lettered",
+            "batches",
+            "liveness_changes",
+        ):
             lines.append(f"# TYPE gridgate_{name}_total counter")
             lines.append(f"gridgate_{name}_total {getattr(self, name)}")
         lines.append("# TYPE gridgate_write_retries_total counter")

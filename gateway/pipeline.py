@@ -21,9 +21,13 @@ from typing import Protocol
 from adapters.base import RECEIVE_TIME
 from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
+from devices.families import Channel
+from devices.info import DeviceInfo
+from devices.reading import Reading
 from devices.validation import check_time
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
+from gateway.liveness import LivenessEvent, LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.storage.points import PointEncoder
 from privacy.baseline import BaselinePrivacy
@@ -33,6 +37,15 @@ log = logging.getLogger(__name__)
 
 class LineWriter(Protocol):
     async def write(self, lines: Sequence[str]) -> None: ...
+
+
+class DeviceDirectory(Protocol):
+    """The registry as the hot path sees it: one dictionary lookup per reading."""
+
+    def lookup(self, device_id: str) -> DeviceInfo | None: ...
+
+
+LivenessListener = Callable[[LivenessEvent], None]
 
 
 @dataclass(frozen=True)
@@ -45,13 +58,16 @@ class PipelineConfig:
     shutdown_grace_s: float = 15.0
     max_past_s: float = 30 * 86400
     max_future_s: float = 300.0
+    require_registration: bool = True  # with a directory: unknown devices are dead-lettered
+    liveness_sweep_s: float = 5.0
 
 
 @dataclass
 class _Batch:
     messages: list[Message] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
-    line_messages: list[Message] = field(default_factory=list)  # the message of each line
+    # the message of each line; None for lines the gateway made itself (liveness changes)
+    line_messages: list[Message | None] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
 
@@ -88,6 +104,8 @@ class Pipeline:
         config: PipelineConfig | None = None,
         metrics: GatewayMetrics | None = None,
         privacy: BaselinePrivacy | None = None,
+        directory: DeviceDirectory | None = None,
+        liveness: LivenessTracker | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.source = source
@@ -98,6 +116,10 @@ class Pipeline:
         self.metrics = metrics or GatewayMetrics()
         self.privacy = privacy or BaselinePrivacy(self.metrics.dropped_fields)
         self.clock_ns = clock_ns
+        self.directory = directory
+        self.liveness = liveness if liveness is not None else LivenessTracker(clock_ns())
+        self.liveness_listeners: list[LivenessListener] = []
+        self._liveness_lines: list[str] = []  # changes found by the sweep, for the next batch
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
         self._reject_log = _RateLimitedLog()
@@ -106,21 +128,13 @@ class Pipeline:
 
     def process(self, msg: Message, batch: _Batch) -> None:
         """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
-        cfg = self.config
         try:
-            readings = self.adapters.decode(msg.topic, msg.payload)
-            now = self.clock_ns()
-            lines = []
-            for reading in readings:
-                if reading.time_ns == RECEIVE_TIME:
-                    reading = replace(reading, time_ns=msg.received_ns)
-                else:
-                    check_time(reading, now, cfg.max_past_s, cfg.max_future_s)
-                lines.append(self.encoder.encode(self.privacy.apply(reading)))
+            readings = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
+            lines = [self.encoder.encode(self.privacy.apply(r)) for r in readings]
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
             return
-        except ValueError as exc:  # a value line protocol cannot carry (nan, inf)
+        except ValueError as exc:  # a value line protocol cannot carry (nan, inf, newline)
             self._reject(msg, batch, "unstorable_value", type(exc).__name__)
             return
         except Exception as exc:  # an adapter bug must not stop the gateway
@@ -130,6 +144,41 @@ class Pipeline:
         self.metrics.readings += len(lines)
         batch.lines.extend(lines)
         batch.line_messages.extend([msg] * len(lines))
+        for reading in readings:
+            status = reading.kind if reading.channel is Channel.STATUS else None
+            event = self.liveness.observe(
+                reading.device_id, reading.family, reading.location, msg.received_ns, status
+            )
+            if event is not None:
+                batch.lines.append(self._liveness_changed(event))
+                batch.line_messages.append(None)
+
+    def _admit(self, reading: Reading, msg: Message) -> Reading:
+        """Stamp, check the time, and check the device against the registry, whose location
+        replaces whatever the payload claimed."""
+        if reading.time_ns == RECEIVE_TIME:
+            reading = replace(reading, time_ns=msg.received_ns)
+        else:
+            cfg = self.config
+            check_time(reading, self.clock_ns(), cfg.max_past_s, cfg.max_future_s)
+        if self.directory is None:
+            return reading
+        info = self.directory.lookup(reading.device_id)
+        if info is None:
+            if self.config.require_registration:
+                raise RejectedInput("unregistered", "device is not in the registry")
+            return reading
+        if info.family is not reading.family:
+            raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
+        if reading.location == info.location:
+            return reading
+        return reading.with_location(info.location)
+
+    def _liveness_changed(self, event: LivenessEvent) -> str:
+        for listener in self.liveness_listeners:
+            listener(event)
+        self.metrics.liveness_changes += 1
+        return self.encoder.encode_liveness(event)
 
     def _reject(self, msg: Message, batch: _Batch, reason: str, detail: str) -> None:
         self.metrics.rejected[reason] += 1
@@ -150,7 +199,9 @@ class Pipeline:
                 tg.create_task(self._write_loop(), name=f"writer-{i}")
                 for i in range(self.config.writers)
             ]
+            sweeper = tg.create_task(self._sweep_loop(stop), name="liveness-sweep")
             await self._consume(stop)
+            sweeper.cancel()
             try:
                 async with asyncio.timeout(self.config.shutdown_grace_s):
                     for _ in writers:
@@ -164,6 +215,12 @@ class Pipeline:
                 for writer in writers:
                     writer.cancel()
 
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.config.liveness_sweep_s)
+            for event in self.liveness.sweep(self.clock_ns()):
+                self._liveness_lines.append(self._liveness_changed(event))
+
     async def _consume(self, stop: asyncio.Event) -> None:
         cfg = self.config
         batch = _Batch()
@@ -173,6 +230,12 @@ class Pipeline:
             else:
                 timeout = 0.25  # idle: wake now and then to notice `stop`
             messages = await self.source.next_batch(cfg.batch_size - len(batch.messages), timeout)
+            if self._liveness_lines:
+                batch.lines.extend(self._liveness_lines)
+                batch.line_messages.extend([None] * len(self._liveness_lines))
+                self._liveness_lines = []
+                if not batch.messages:
+                    batch.opened = time.monotonic()
             if messages:
                 if not batch.messages:
                     batch.opened = time.monotonic()
@@ -180,7 +243,7 @@ class Pipeline:
                 for msg in messages:
                     self.process(msg, batch)
                 batch.messages.extend(messages)
-            if batch.messages and (
+            if (batch.messages or batch.lines) and (
                 len(batch.messages) >= cfg.batch_size
                 or time.monotonic() >= batch.opened + cfg.linger_s
             ):
@@ -188,7 +251,7 @@ class Pipeline:
                 batch = _Batch()
             elif not messages:
                 await asyncio.sleep(0)  # let writers run when the source returns at once
-        if batch.messages:
+        if batch.messages or batch.lines:
             await self._queue.put(batch)
 
     async def _write_loop(self) -> None:
@@ -217,14 +280,15 @@ class Pipeline:
                 delay = min(delay * 2, self.config.retry_max_s)
 
     async def _write_with_retry(
-        self, lines: list[str], line_messages: list[Message], dead: list[DeadLetter]
+        self, lines: list[str], line_messages: list[Message | None], dead: list[DeadLetter]
     ) -> None:
         """Write until it succeeds; lines InfluxDB refuses outright become dead letters."""
         delay = 0.5
         while True:
             try:
                 await self.writer.write(lines)
-                self.metrics.written += len(lines)
+                # readings only: liveness points (message None) are the gateway's own
+                self.metrics.written += len(lines) - line_messages.count(None)
                 return
             except StorageError as exc:
                 if not exc.retryable:
@@ -238,13 +302,16 @@ class Pipeline:
     async def _isolate_refused(
         self,
         lines: list[str],
-        line_messages: list[Message],
+        line_messages: list[Message | None],
         dead: list[DeadLetter],
         exc: StorageError,
     ) -> None:
         """Bisect a refused batch: rewriting good points is harmless (same series and time)."""
         if len(lines) == 1:
             msg = line_messages[0]
+            if msg is None:  # a line of the gateway's own: a bug to see, not a device's fault
+                log.error("InfluxDB refused a gateway-made point: %s", exc)
+                return
             # InfluxDB's error text can quote the line, so it is not kept; the log has it.
             reason, detail = "storage_rejected", "InfluxDB refused the point"
             log.debug("InfluxDB refused a point from %s: %s", msg.topic[:256], exc)

@@ -46,5 +46,16 @@ class Settings(BaseSettings):
     max_past_s: float = Field(default=30 * 86400, gt=0)
     max_future_s: float = Field(default=300, ge=0)
 
+    # Device registry (SQLAlchemy URL; PostgreSQL for several gateway processes)
+    registry_url: str = "sqlite:///.run/gridgate/registry.sqlite3"
+    require_registration: bool = True  # dead-letter readings of devices not in the registry
+    registry_refresh_s: float = Field(default=30.0, gt=0)
+
+    # Liveness: offline after this much silence, per power class
+    offline_after_mains_s: float = Field(default=600.0, gt=0)
+    offline_after_battery_s: float = Field(default=4 * 3600.0, gt=0)
+    liveness_sweep_s: float = Field(default=5.0, gt=0)
+    liveness_flush_s: float = Field(default=10.0, gt=0, description="registry last-seen writes")
+
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

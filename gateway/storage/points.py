@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from devices.families import Channel
 from devices.reading import Reading
+from gateway.liveness import LivenessEvent
 from gateway.storage.line_protocol import (
     escape_field_key,
     escape_measurement,
@@ -21,6 +22,7 @@ from gateway.storage.line_protocol import (
 from gateway.storage.line_protocol import escape_key as escape_tag_value
 
 STATUS_MEASUREMENT = "device_status"
+LIVENESS_MEASUREMENT = "liveness"
 _PREFIX_CACHE_LIMIT = 200_000
 
 
@@ -67,3 +69,21 @@ class PointEncoder:
         return f"{self.series_key(reading)} {','.join(parts)} {reading.time_ns}"
 
 
+
+    def encode_liveness(self, event: LivenessEvent) -> str:
+        """A device going online or offline: measurement `liveness`, same tags as readings."""
+        loc = event.location
+        tags = {
+            "building": loc.building,
+            "community": loc.community,
+            "device": event.device_id,
+            "family": event.family.value,
+            "grid": loc.grid,
+            "unit": loc.unit,
+        }
+        key = escape_measurement(LIVENESS_MEASUREMENT) + "".join(
+            f",{escape_tag_key(k)}={escape_tag_value(v)}" for k, v in sorted(tags.items()) if v
+        )
+        online = "true" if event.online else "false"
+        reason = format_field_value(event.reason)
+        return f"{key} schema=1i,online={online},reason={reason} {event.at_ns}"

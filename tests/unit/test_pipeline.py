@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import default_registry
+from devices.families import Family
+from devices.info import DeviceInfo
+from devices.location import Location
 from devices.errors import StorageError
 from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
+from gateway.liveness import LivenessTracker
 from gateway.pipeline import Pipeline, PipelineConfig
 
 NOW_MS = 1_732_190_000_000
@@ -42,6 +46,7 @@ class FlakyWriter:
         self.failures = failures
         self.refuse = refuse
         self.lines: list[str] = []
+        self.liveness: list[str] = []
         self.calls = 0
 
     async def write(self, lines: Sequence[str]) -> None:
@@ -51,7 +56,8 @@ class FlakyWriter:
             raise StorageError("connection refused", retryable=True)
         if self.refuse and any(self.refuse in line for line in lines):
             raise StorageError("partial write: field type conflict", retryable=False)
-        self.lines.extend(lines)
+        self.lines.extend(line for line in lines if not line.startswith("liveness,"))
+        self.liveness.extend(line for line in lines if line.startswith("liveness,"))
 
 
 def msg(i: int, data: dict[str, object] | None = None, raw: bytes | None = None) -> Message:
@@ -152,3 +158,84 @@ async def test_stop_during_an_outage_gives_up_unacked_instead_of_hanging(tmp_pat
     await asyncio.wait_for(task, 5)
     assert source.acked == []  # nothing acknowledged: the broker will redeliver all five
     assert pipeline.metrics.backlog == 5
+
+
+class DictDirectory:
+    def __init__(self, infos: list[DeviceInfo]) -> None:
+        self.infos = {i.device_id: i for i in infos}
+
+    def lookup(self, device_id: str) -> DeviceInfo | None:
+        return self.infos.get(device_id)
+
+
+REGISTERED = Location("c1", "g02", "b07", "u1", "0302")
+
+
+def registered(device_id: str, family: Family = Family.METER) -> DeviceInfo:
+    return DeviceInfo(device_id, family, "gridgate_json", "acme", REGISTERED, "", "mains", None)
+
+
+async def run_with_directory(
+    messages: list[Message], directory: DictDirectory, tmp_path: Path
+) -> tuple[Pipeline, FlakyWriter, DeadLetterStore]:
+    source, writer = ListSource(messages), FlakyWriter()
+    store = DeadLetterStore(tmp_path / "dl.sqlite3")
+    pipeline = Pipeline(
+        source,
+        writer,
+        store,
+        adapters=default_registry(),
+        config=PipelineConfig(batch_size=10, linger_s=0.01),
+        directory=directory,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+
+    async def stop_when_drained() -> None:
+        while len(source.acked) < len(messages):
+            await asyncio.sleep(0.005)
+        stop.set()
+
+    await asyncio.wait_for(asyncio.gather(pipeline.run(stop), stop_when_drained()), 10)
+    return pipeline, writer, store
+
+
+async def test_registry_rules_unregistered_spoofed_family_and_location(tmp_path: Path) -> None:
+    directory = DictDirectory([registered("m-1"), registered("m-2", Family.SAFETY)])
+    pipeline, writer, store = await run_with_directory([msg(1), msg(2), msg(3)], directory, tmp_path)
+    assert pipeline.metrics.rejected == {"family_mismatch": 1, "unregistered": 1}
+    assert store.count("unregistered") == 1 and store.count("family_mismatch") == 1
+    [line] = writer.lines
+    # the registry's place, not the payload's (which had none)
+    assert "building=b07" in line and "grid=g02" in line and "unit=u1" in line
+    assert 'room="0302"' in line
+
+
+async def test_first_sight_and_silence_are_written_as_liveness_points(tmp_path: Path) -> None:
+    now = [NOW_MS * 1_000_000]
+    tracker = LivenessTracker(now[0], {"mains": 0.05})
+    source, writer = ListSource([msg(1)]), FlakyWriter()
+    pipeline = Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        config=PipelineConfig(batch_size=10, linger_s=0.01, liveness_sweep_s=0.02),
+        liveness=tracker,
+        clock_ns=lambda: now[0],
+    )
+    seen: list[bool] = []
+    pipeline.liveness_listeners.append(lambda event: seen.append(event.online))
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    while not writer.liveness:
+        await asyncio.sleep(0.01)
+    now[0] += 10**9  # one second later: past the 50 ms timeout
+    while len(writer.liveness) < 2:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert seen == [True, False]
+    assert "online=true" in writer.liveness[0] and 'reason="traffic"' in writer.liveness[0]
+    assert "online=false" in writer.liveness[1] and 'reason="silent"' in writer.liveness[1]
+    assert pipeline.metrics.written == 1  # readings only
