@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import default_registry
+from devices.errors import StorageError
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
-from devices.errors import StorageError
 from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
