@@ -122,6 +122,8 @@ def gateway_rate(msgs: list[tuple[str, bytes]], community: str, args: argparse.N
         "GRIDGATE_COMMUNITY": community,
         "GRIDGATE_MQTT_CLIENT_ID": client_id,
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
+        "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
         "GRIDGATE_BATCH_SIZE": str(args.batch_size),
         "GRIDGATE_LOG_LEVEL": "INFO",
     }

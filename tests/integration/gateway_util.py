@@ -27,6 +27,9 @@ def gateway_env(services: Services, community: str, database: str, tmp: Path) ->
         "GRIDGATE_MQTT_CLIENT_ID": f"gw-{community}",
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "deadletter.sqlite3"),
         "GRIDGATE_LINGER_MS": "50",
+        # ad-hoc devices: these tests are about transport and storage, not the registry
+        "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
         "GRIDGATE_BATCH_SIZE": "1000",
     }
 
