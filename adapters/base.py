@@ -8,15 +8,12 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from devices.errors import RejectedInput
-from devices.reading import Reading
+from devices.reading import RECEIVE_TIME, Reading
+
+__all__ = ["MAX_PAYLOAD_BYTES", "RECEIVE_TIME", "Adapter", "check_size", "rejection_from"]
 
 # Larger payloads are refused before parsing (R8): no device reading needs more.
 MAX_PAYLOAD_BYTES = 64 * 1024
-
-
-# A reading whose device sends no clock (DL/T 645 frames, most binary protocols) carries
-# RECEIVE_TIME; the pipeline stamps it with the time the message arrived. Decoders stay pure.
-RECEIVE_TIME = 0
 
 
 class Adapter(Protocol):

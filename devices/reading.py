@@ -11,6 +11,10 @@ from devices.location import Location
 
 SCHEMA_VERSION = 1
 
+# `time_ns` of a reading whose device sends no clock (DL/T 645 frames, most binary protocols):
+# the gateway stamps it with the time the message arrived. Decoders stay pure.
+RECEIVE_TIME = 0
+
 # A stored value: InfluxDB fields are float, int, bool or string.
 Value = float | int | bool | str
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from adapters.registry import ADAPTERS
 from devices.errors import ConfigError, RejectedInput
-from devices.validation import check_time
+from devices.validation import stamp_and_check
 from gateway.metrics import GatewayMetrics
 from gateway.progress import report_progress
 from gateway.settings import Settings
@@ -152,10 +152,11 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
         payload = sys.stdin.buffer.read()
     privacy = BaselinePrivacy()
     try:
-        readings = adapter.decode(args.topic, payload)
         now = time.time_ns()
-        for r in readings:
-            check_time(r, now, settings.max_past_s, settings.max_future_s)
+        readings = [
+            stamp_and_check(r, now, now, settings.max_past_s, settings.max_future_s)
+            for r in adapter.decode(args.topic, payload)
+        ]
     except RejectedInput as exc:
         print(f"rejected: {exc.reason}: {exc.detail}", file=sys.stderr)
         return 1

@@ -15,16 +15,15 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from adapters.base import RECEIVE_TIME
 from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
 from devices.families import Channel
 from devices.info import DeviceInfo
 from devices.reading import Reading
-from devices.validation import check_time
+from devices.validation import stamp_and_check
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
@@ -156,11 +155,10 @@ class Pipeline:
     def _admit(self, reading: Reading, msg: Message) -> Reading:
         """Stamp, check the time, and check the device against the registry, whose location
         replaces whatever the payload claimed."""
-        if reading.time_ns == RECEIVE_TIME:
-            reading = replace(reading, time_ns=msg.received_ns)
-        else:
-            cfg = self.config
-            check_time(reading, self.clock_ns(), cfg.max_past_s, cfg.max_future_s)
+        cfg = self.config
+        reading = stamp_and_check(
+            reading, msg.received_ns, self.clock_ns(), cfg.max_past_s, cfg.max_future_s
+        )
         if self.directory is None:
             return reading
         info = self.directory.lookup(reading.device_id)
