@@ -1,0 +1,182 @@
+"""Values the registry hands out: plain frozen dataclasses, so no caller holds an ORM session.
+
+Places are identified by their *key*: the codes from the community down, joined by ``/``
+(``xf/g01/b03/u2/1201``). Codes are topic-safe ids (no ``/``), so a key is unambiguous, and a
+`Location` and its key convert into each other without a database round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from devices.info import DeviceInfo
+from devices.location import Location
+
+KEY_SEP = "/"
+
+
+class PlaceLevel(StrEnum):
+    """Levels of the grid hierarchy (R5.1), outermost first."""
+
+    COMMUNITY = "community"
+    GRID = "grid"
+    BUILDING = "building"
+    UNIT = "unit"
+    ROOM = "room"
+
+    @property
+    def depth(self) -> int:
+        """1 for a community … 5 for a room: the number of codes in a key of this level."""
+        return LEVELS.index(self) + 1
+
+
+LEVELS: tuple[PlaceLevel, ...] = tuple(PlaceLevel)
+
+
+class Role(StrEnum):
+    """Grid members' roles (R5.1). Declaration order is the order members are listed in."""
+
+    GRID_CHIEF = "grid_chief"
+    GRID_WORKER = "grid_worker"
+    BUILDING_HEAD = "building_head"
+    UNIT_HEAD = "unit_head"
+    DUTY_DESK = "duty_desk"
+    STREET_OFFICE = "street_office"
+    PROPERTY_DUTY = "property_duty"
+
+    @property
+    def label(self) -> str:
+        return ROLE_LABELS[self]
+
+
+ROLE_LABELS: dict[Role, str] = {
+    Role.GRID_CHIEF: "网格长",
+    Role.GRID_WORKER: "网格员",
+    Role.BUILDING_HEAD: "楼栋长",
+    Role.UNIT_HEAD: "单元长",
+    Role.DUTY_DESK: "社区值班台",
+    Role.STREET_OFFICE: "街道",
+    Role.PROPERTY_DUTY: "物业值班",
+}
+
+# The levels a role's responsibility may be scoped to. A unit head scoped to a whole building is
+# a data error that would send one unit's alerts to the wrong person, so the importer refuses it.
+ROLE_SCOPE_LEVELS: dict[Role, frozenset[PlaceLevel]] = {
+    Role.GRID_CHIEF: frozenset({PlaceLevel.COMMUNITY, PlaceLevel.GRID}),
+    Role.GRID_WORKER: frozenset({PlaceLevel.GRID}),
+    Role.BUILDING_HEAD: frozenset({PlaceLevel.BUILDING}),
+    Role.UNIT_HEAD: frozenset({PlaceLevel.UNIT}),
+    Role.DUTY_DESK: frozenset({PlaceLevel.COMMUNITY}),
+    Role.STREET_OFFICE: frozenset({PlaceLevel.COMMUNITY}),
+    Role.PROPERTY_DUTY: frozenset({PlaceLevel.COMMUNITY, PlaceLevel.GRID, PlaceLevel.BUILDING}),
+}
+
+
+class ChannelKind(StrEnum):
+    MQTT = "mqtt"
+    WEBHOOK = "webhook"
+    SMS = "sms"
+    APP = "app"
+
+
+class Power(StrEnum):
+    """Decides a device's offline timeout: battery devices beat rarely."""
+
+    MAINS = "mains"
+    BATTERY = "battery"
+
+
+@dataclass(slots=True, frozen=True)
+class ContactChannel:
+    kind: ChannelKind
+    # Phone numbers and webhook URLs (which may embed a secret) stay out of reprs and logs.
+    target: str = field(repr=False)
+
+
+@dataclass(slots=True, frozen=True)
+class Member:
+    id: str
+    name: str
+    role: Role
+    active: bool
+    scopes: tuple[Location, ...]
+    channels: tuple[ContactChannel, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Household:
+    """A household is its room and a few flags; residents' names are never needed here."""
+
+    id: str
+    location: Location
+    elder_alone: bool
+    face_consent: bool
+    face_consent_ns: int | None  # when consent was last granted or withdrawn
+
+
+@dataclass(slots=True, frozen=True)
+class Liveness:
+    online: bool | None  # None: never heard of since registration
+    last_seen_ns: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class PlaceNode:
+    key: str
+    level: PlaceLevel
+    code: str
+    name: str
+    children: tuple[PlaceNode, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceDetail:
+    """One device as an operator sees it: the entry, its place's display names, its state."""
+
+    info: DeviceInfo
+    place_names: tuple[str, ...]  # display names from the community down to the device's place
+    liveness: Liveness
+    gate_approved: bool
+
+
+@dataclass(slots=True, frozen=True)
+class RegistryCounts:
+    places: int
+    households: int
+    devices: int
+    members: int
+    places_by_level: dict[str, int] = field(default_factory=dict)
+    devices_by_family: dict[str, int] = field(default_factory=dict)
+    devices_online: int = 0
+    devices_offline: int = 0  # the rest have not been heard of since registration
+    members_by_role: dict[str, int] = field(default_factory=dict)
+    elder_alone: int = 0
+    face_consent: int = 0
+
+
+def place_key(location: Location) -> str | None:
+    """The key of the place a location names, or None if it skips a level (grid unknown …)."""
+    parts = (location.community, location.grid, location.building, location.unit, location.room)
+    depth = 0
+    while depth < len(parts) and parts[depth]:
+        depth += 1
+    if depth == 0 or any(parts[depth:]):
+        return None
+    return KEY_SEP.join(parts[:depth])
+
+
+def location_of(key: str) -> Location:
+    parts = key.split(KEY_SEP)
+    parts += [""] * (len(LEVELS) - len(parts))
+    return Location(*parts)
+
+
+def ancestor_keys(key: str) -> list[str]:
+    """The key itself and every enclosing place's key, outermost first."""
+    parts = key.split(KEY_SEP)
+    return [KEY_SEP.join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def level_of(key: str) -> PlaceLevel:
+    return LEVELS[key.count(KEY_SEP)]

@@ -1,0 +1,552 @@
+"""Fleet-file import: YAML and CSV, strict validation with line numbers, all-or-nothing, upsert."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from devices.families import Family
+from devices.location import Location
+from gateway.registry import FleetFileError, Registry, Role, import_file
+from gateway.registry.records import RegistryCounts
+
+# A small community: two grids; b03 has two units; a community gate, a building gate, a grid
+# gate; members of every role. Line numbers matter to the tests below: append, don't insert.
+SMALL_YAML = """\
+version: 1
+community: {code: xf, name: 幸福小区, street: 城东街道}
+grids:
+  - code: g01
+    name: 第一网格
+    buildings:
+      - code: b01
+        name: 1号楼
+        units:
+          - {code: u1, name: 1单元, rooms: ["0101", "0102"]}
+      - code: b03
+        name: 3号楼
+        units:
+          - {code: u1, name: 1单元, rooms: ["0101"]}
+          - code: u2
+            name: 2单元
+            rooms: [0101, "1201"]
+  - code: g02
+    name: 第二网格
+    buildings:
+      - code: b05
+        name: 5号楼
+        units:
+          - {code: u1, name: 1单元, rooms: ["0101"]}
+households:
+  - {id: h-b03-u2-1201, building: b03, unit: u2, room: "1201", elder_alone: true, face_consent: false}
+  - {id: h-b03-u2-0101, building: b03, unit: u2, room: "0101", face_consent: true, face_consent_at: 2024-03-01}
+  - {id: h-b01-u1-0101, grid: g01, building: b01, unit: u1, room: "0101"}
+  - {id: h-b05-u1-0101, building: b05, unit: u1, room: "0101", elder_alone: true}
+devices:
+  - {id: em-123456789012, family: meter, adapter: dlt645, vendor: acme, grid: g01, building: b03, unit: u2, room: "1201", household: h-b03-u2-1201, power: mains, installed: 2024-03-01}
+  - {id: sd-1201, family: safety, adapter: gridgate_json, vendor: acme, building: b03, unit: u2, room: "1201", power: battery}
+  - {id: el-1201, family: elder, adapter: gridgate_json, vendor: care, building: b03, unit: u2, room: "1201", household: h-b03-u2-1201, power: battery}
+  - {id: gate-main, family: access, adapter: gridgate_json, vendor: acme, community: xf, power: mains, gate_approved: true}
+  - {id: gate-b03, family: access, adapter: gridgate_json, vendor: acme, building: b03, power: mains}
+  - {id: gate-g02, family: access, adapter: gridgate_json, vendor: acme, grid: g02, power: mains}
+  - {id: wm-b05, family: meter, adapter: cjt188, vendor: aqua, building: b05, unit: u1, room: "0101", household: h-b05-u1-0101, power: battery, installed: 2023/11/5}
+members:
+  - {id: m-uh-b03u2, name: 李建国, role: unit_head, scope: [{building: b03, unit: u2}], channels: [{kind: mqtt, target: gridgate/alerts/member/m-uh-b03u2}]}
+  - {id: m-uh-b03u1, name: 王芳, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["sms:13912345678"]}
+  - {id: m-uh-b01u1, name: 赵敏, role: unit_head, scope: [{building: b01, unit: u1}], channels: ["app:user-771"]}
+  - {id: m-bh-b03, name: 张伟, role: building_head, scope: [{building: b03}], channels: ["mqtt:gridgate/alerts/member/m-bh-b03"]}
+  - {id: m-bh-b01, name: 刘洋, role: building_head, scope: [{building: b01}], channels: ["mqtt:gridgate/alerts/member/m-bh-b01"]}
+  - id: m-gw-g01
+    name: 陈静
+    role: grid_worker
+    scope: [{grid: g01}]
+    channels:
+      - {kind: mqtt, target: gridgate/alerts/member/m-gw-g01}
+      - {kind: webhook, target: "http://127.0.0.1:9000/hook?token=s3cret"}
+  - {id: m-gw-g02, name: 杨帆, role: grid_worker, scope: [{grid: g02}], channels: ["mqtt:gridgate/alerts/member/m-gw-g02"]}
+  - {id: m-gc, name: 黄磊, role: grid_chief, scope: [{grid: g01}, {grid: g02}], channels: ["mqtt:gridgate/alerts/member/m-gc"]}
+  - {id: m-desk, name: 值班台, role: duty_desk, scope: [{community: xf}], channels: ["mqtt:gridgate/alerts/desk/xf"]}
+  - {id: m-street, name: 城东街道, role: street_office, scope: [{community: xf}], channels: ["webhook:https://street.example/alerts"]}
+  - {id: m-prop, name: 物业值班, role: property_duty, scope: [{community: xf}], channels: ["mqtt:gridgate/alerts/property/xf"]}
+  - {id: m-old, name: 周强, role: unit_head, active: false, scope: [{building: b03, unit: u2}]}
+"""
+
+DEVICES_CSV = """\
+device_id,family,adapter,vendor,community,grid,building,unit,room,household,power,installed
+sd-b01-0101,safety,gridgate_json,acme,xf,g01,b01,u1,0101,,battery,2024-05-01
+em-b01-0101,meter,dlt645,acme,xf,,b01,u1,0101,h-b01-u1-0101,mains,
+gate-b05,access,gridgate_json,acme,xf,g02,b05,,,,mains,2022-01-09
+"""
+
+MEMBERS_CSV = """\
+member_id,name,role,community,grid,building,unit,channels
+m-uh-b05u1,孙丽,unit_head,xf,g02,b05,u1,mqtt:gridgate/alerts/member/m-uh-b05u1;sms:+8613800000000
+m-prop2,物业二,property_duty,xf,g01,b01,,mqtt:gridgate/alerts/property/b01
+m-prop2,物业二,property_duty,xf,g02,b05,,webhook:http://127.0.0.1:9000/hook
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def open_registry(tmp_path: Path) -> Registry:
+    return Registry.open(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+
+
+def small_registry(tmp_path: Path) -> Registry:
+    """A registry holding SMALL_YAML (shared with test_registry_store)."""
+    registry = open_registry(tmp_path)
+    import_file(registry, write(tmp_path, "small.yaml", SMALL_YAML), now_ns=1_000)
+    return registry
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return small_registry(tmp_path)
+
+
+def totals(c: RegistryCounts) -> tuple[int, int, int, int]:
+    return c.places, c.households, c.devices, c.members
+
+
+# -- good files -----------------------------------------------------------------------------
+
+
+def test_yaml_import_reports_counts_and_stores_full_locations(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    report = import_file(registry, write(tmp_path, "small.yaml", SMALL_YAML))
+    assert (report.places.new, report.households.new) == (16, 4)
+    assert (report.devices.new, report.members.new) == (7, 12)
+    assert totals(registry.counts()) == (16, 4, 7, 12)
+    assert "places 16 (16 new, 0 updated)" in report.summary()
+
+    meter = registry.device("em-123456789012")
+    assert meter is not None
+    assert meter.family is Family.METER and meter.adapter == "dlt645" and meter.vendor == "acme"
+    assert meter.location == Location("xf", "g01", "b03", "u2", "1201")
+    assert meter.household == "h-b03-u2-1201"
+    assert (meter.power, meter.installed) == ("mains", date(2024, 3, 1))
+    # The grid is found from the building code; unquoted 0101 keeps its leading zero.
+    gate = registry.device("gate-b03")
+    assert gate is not None and gate.location == Location("xf", "g01", "b03")
+    assert registry.device("gate-main") == registry.device("gate-main")
+    main_gate = registry.device("gate-main")
+    assert main_gate is not None and main_gate.location == Location("xf")
+    water = registry.device("wm-b05")
+    assert water is not None and water.installed == date(2023, 11, 5)
+    assert water.location == Location("xf", "g02", "b05", "u1", "0101")
+    assert registry.household("h-b03-u2-0101") is not None
+    assert [
+        n.key for n in registry.place_tree()[0].children[0].children[1].children[1].children
+    ] == [
+        "xf/g01/b03/u2/0101",
+        "xf/g01/b03/u2/1201",
+    ]
+    assert registry.gate_approved("gate-main") and not registry.gate_approved("gate-b03")
+    assert registry.device("nope") is None
+
+
+def test_csv_devices_and_members_after_the_community_yaml(
+    registry: Registry, tmp_path: Path
+) -> None:
+    report = import_file(registry, write(tmp_path, "devices.csv", DEVICES_CSV))
+    assert report.kind == "devices_csv" and (report.devices.new, report.devices.total) == (3, 3)
+    em = registry.device("em-b01-0101")
+    assert em is not None and em.location == Location("xf", "g01", "b01", "u1", "0101")
+    assert em.household == "h-b01-u1-0101" and em.installed is None
+    gate = registry.device("gate-b05")
+    assert gate is not None and gate.location == Location("xf", "g02", "b05")
+
+    report = import_file(registry, write(tmp_path, "members.csv", MEMBERS_CSV))
+    assert report.kind == "members_csv" and report.members.new == 2
+    prop2 = registry.member("m-prop2")
+    assert prop2 is not None and prop2.role is Role.PROPERTY_DUTY
+    assert prop2.scopes == (Location("xf", "g01", "b01"), Location("xf", "g02", "b05"))
+    assert [c.kind.value for c in prop2.channels] == ["mqtt", "webhook"]
+    uh = registry.member("m-uh-b05u1")
+    assert uh is not None and [c.target for c in uh.channels][1] == "+8613800000000"
+    assert totals(registry.counts()) == (16, 4, 10, 14)
+
+
+def test_gbk_csv_from_excel_is_read(registry: Registry, tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_bytes(MEMBERS_CSV.encode("gbk"))
+    report = import_file(registry, path)
+    assert report.members.new == 2 and any("GB18030" in n.message for n in report.notices)
+    member = registry.member("m-uh-b05u1")
+    assert member is not None and member.name == "孙丽"
+
+
+def test_reimport_is_idempotent_and_updates_what_changed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.set_liveness([("em-123456789012", True, 5_000)])
+    before = (
+        registry.all_devices(),
+        registry.members(),
+        registry.households(),
+        registry.place_tree(),
+    )
+    report = import_file(registry, tmp_path / "small.yaml", now_ns=2_000)
+    for tally in (report.places, report.households, report.devices, report.members):
+        assert (tally.new, tally.updated) == (0, 0)
+    assert (
+        registry.all_devices(),
+        registry.members(),
+        registry.households(),
+        registry.place_tree(),
+    ) == before
+
+    changed = (
+        SMALL_YAML.replace("name: 3号楼", "name: 三号楼")
+        .replace("vendor: aqua", "vendor: aqua2")
+        .replace('["sms:13912345678"]', '["sms:13912345679"]')
+    )
+    report = import_file(registry, write(tmp_path, "small.yaml", changed))
+    assert (report.places.updated, report.devices.updated, report.members.updated) == (1, 1, 1)
+    water = registry.device("wm-b05")
+    assert water is not None and water.vendor == "aqua2"
+    member = registry.member("m-uh-b03u1")
+    assert member is not None and member.channels[0].target == "13912345679"
+    # Liveness is the gateway's, not the file's: a re-import leaves it alone.
+    live = registry.liveness("em-123456789012")
+    assert live is not None and (live.online, live.last_seen_ns) == (True, 5_000)
+
+
+def test_member_scopes_in_other_communities_survive_a_community_import(
+    registry: Registry, tmp_path: Path
+) -> None:
+    other = SMALL_YAML.split("households:")[0].replace(
+        "code: xf, name: 幸福小区", "code: hp, name: 和平小区"
+    )
+    other += 'members:\n  - {id: m-street, name: 城东街道, role: street_office, scope: [{community: hp}], channels: ["webhook:https://street.example/alerts"]}\n'
+    import_file(registry, write(tmp_path, "hp.yaml", other))
+    street = registry.member("m-street")
+    assert street is not None and street.scopes == (Location("hp"), Location("xf"))
+    import_file(registry, tmp_path / "small.yaml")
+    street = registry.member("m-street")
+    assert street is not None and street.scopes == (Location("hp"), Location("xf"))
+
+
+def test_dry_run_checks_and_counts_but_writes_nothing(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    report = import_file(registry, write(tmp_path, "small.yaml", SMALL_YAML), dry_run=True)
+    assert report.dry_run and report.devices.new == 7
+    assert totals(registry.counts()) == (0, 0, 0, 0)
+
+
+# -- bad files: every problem, nothing written ----------------------------------------------
+
+BAD_YAML = (
+    SMALL_YAML.split("households:")[0]
+    + """\
+households:
+  - {id: h-ok, building: b03, unit: u1, room: "0101"}
+  - {id: h-bad, building: b03, unit: u9, room: "0101"}
+  - {id: "h bad", building: b03, unit: u1, room: "0101"}
+devices:
+  - {id: d-1, family: metre, adapter: dlt645, vendor: acme, building: b03, unit: u1, room: "0101", power: mains}
+  - {id: d/2, family: meter, adapter: dlt645, vendor: acme, building: b03, unit: u1, room: "0101", power: mains}
+  - {id: d-3, family: meter, adapter: dlt645, vendor: acme, building: b09, power: mains}
+  - {id: d-3, family: meter, adapter: dlt645, vendor: acme, building: b03, power: mains}
+  - {id: d-4, family: elder, adapter: x, vendor: acme, building: b03, unit: u1, room: "0101", household: h-nowhere, power: battery}
+  - {id: d-5, family: meter, adapter: x, vendor: acme, building: b04, power: mains, installed: 2024-02-30}
+  - {id: d-6, family: elder, adapter: x, vendor: acme, building: b03, power: battery}
+  - {id: d-7, family: meter, adapter: x, vendor: acme, building: b01, unit: u1, room: "0102", household: h-ok, power: mains}
+  - {id: d-8, family: meter, adapter: x, vendor: acme, building: b03, power: solar, colour: red}
+members:
+  - {id: m-1, name: 甲, role: janitor, scope: [{building: b03}], channels: ["mqtt:a/+"]}
+  - {id: m-2, name: 乙, role: unit_head, scope: [{building: b03}], channels: ["mqtt:a/b"]}
+  - {id: m-3, name: 丙, role: grid_worker, scope: [{grid: g01}], channels: ["fax:123", "webhook:ftp://x", "sms:13912345678"]}
+  - id: m-4
+    name: 丁
+    name: 戊
+    role: duty_desk
+    scope: [{community: xf}]
+    channels: ["sms:not-a-phone-13912345678"]
+"""
+)
+
+# (line, a fragment of the reason) for every problem in BAD_YAML.
+BAD_YAML_PROBLEMS = [
+    (27, "unknown unit u9"),
+    (28, "bad id 'h bad'"),
+    (30, "unknown family 'metre'"),
+    (31, "bad id 'd/2'"),
+    (32, "unknown building b09"),
+    (33, "duplicate device id d-3 (first at line 32)"),
+    (34, "household h-nowhere not found"),
+    (35, "bad date in installed"),
+    (35, "unknown building b04"),  # a row refused for one reason still has its references checked
+    (36, "an elder device needs the household it serves"),
+    (37, "placed at xf/g01/b01/u1/0102 but household h-ok is in xf/g01/b03/u1/0101"),
+    (38, "unknown key 'colour'"),
+    (38, "unknown power 'solar'"),
+    (40, "unknown role 'janitor'"),
+    (40, "channel 1: mqtt target must be a topic to publish to"),
+    (41, "a unit_head is responsible for a unit, not a building"),
+    (42, "channel 1: unknown channel kind 'fax'"),
+    (42, "channel 2: webhook target is not an http(s) URL"),
+    (45, "key 'name' appears twice"),
+    (43, "channel 1: sms target is not a phone number"),
+]
+
+
+def test_bad_yaml_changes_nothing_and_lists_every_bad_row_with_its_line(
+    registry: Registry, tmp_path: Path
+) -> None:
+    before = totals(registry.counts())
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "bad.yaml", BAD_YAML))
+    problems = caught.value.problems
+    for line, fragment in BAD_YAML_PROBLEMS:
+        assert any(p.line == line and fragment in p.message for p in problems), (
+            line,
+            fragment,
+            problems,
+        )
+    assert len(problems) == len(BAD_YAML_PROBLEMS), problems
+    assert totals(registry.counts()) == before
+    assert registry.household("h-ok") is None and registry.member("m-3") is None
+    # Problems never echo contact targets.
+    assert not any("13912345678" in p.message or "s3cret" in p.message for p in problems)
+
+
+BAD_DEVICES_CSV = (
+    "device_id,family,adapter,vendor,community,grid,building,unit,room,household,power,installed\n"
+    "ok-1,safety,gridgate_json,acme,xf,g01,b03,u2,1201,,battery,\n"  # 2
+    "bad-1,smoke,gridgate_json,acme,xf,g01,b03,u2,1201,,battery,\n"  # 3
+    'bad-0,safety,gridgate_json,"acme\n(quoted line break)",xf,g01,b03,u2,1201,,battery,\n'  # 4-5
+    "bad 2,safety,gridgate_json,acme,xf,g01,b03,u2,1201,,battery,\n"  # 6
+    "\n"  # 7: blank lines are skipped
+    "bad-3,safety,gridgate_json,acme,xf,g03,b03,u2,1201,,battery,\n"  # 8
+    "bad-4,meter,dlt645,acme,xf,g01,b03,u2,1201,h-none,mains,2024-01-01\n"  # 9
+    "bad-5,meter,dlt645,acme,xf,g01,b03,u2,1201,,mains,01/02/2024\n"  # 10
+    "bad-6,meter,dlt645,acme,xf,g01,b03,u2,1201,,,2024-01-01\n"  # 11
+    "bad-7,meter,dlt645,acme,xf,g01,b03,u2\n"  # 12
+    "ok-1,safety,gridgate_json,acme,xf,g01,b03,u2,1201,,battery,\n"  # 13
+    "bad-8,safety,gridgate_json,acme,xf,g01,,u2,1201,,battery,\n"  # 14
+    "bad-9,safety,gridgate_json,acme,,,,,,,battery,\n"  # 15
+)
+
+
+def test_bad_csv_lists_every_bad_row_by_physical_line(registry: Registry, tmp_path: Path) -> None:
+    before = totals(registry.counts())
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "devices.csv", BAD_DEVICES_CSV))
+    found = {(p.line, p.message.split(":")[0]) for p in caught.value.problems}
+    assert found == {
+        (3, "device bad-1"),
+        (4, "device bad-0"),
+        (6, "row 6"),
+        (8, "device bad-3"),
+        (9, "device bad-4"),
+        (10, "device bad-5"),
+        (11, "device bad-6"),
+        (12, "expected 12 fields, found 8"),
+        (13, "duplicate device id ok-1 (first at line 2)"),
+        (14, "device bad-8"),
+        (15, "device bad-9"),
+    }
+    messages = "\n".join(str(p) for p in caught.value.problems)
+    for fragment in (
+        "unknown family 'smoke'",
+        "vendor contains control characters",
+        "unknown grid g03",
+        "household h-none not found",
+        "bad date",
+        "missing power",
+        "unit u2 given without its building",
+        "missing community",
+    ):
+        assert fragment in messages
+    assert totals(registry.counts()) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "device_id,family,adapter,vendor,community,grid,building,unit,room,household,installed\n",
+            "missing column power",
+        ),
+        (
+            "device_id,family,adapter,vendor,community,grid,building,unit,room,household,power,installed,colour\n",
+            "unknown column colour",
+        ),
+        ("serial,type\nx,y\n", "unrecognised CSV header"),
+        ("", "empty file"),
+    ],
+)
+def test_csv_header_problems(registry: Registry, tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "x.csv", text))
+    [problem] = caught.value.problems
+    assert problem.line == 1 and expected in problem.message
+
+
+def test_bad_members_csv(registry: Registry, tmp_path: Path) -> None:
+    text = (
+        "member_id,name,role,community,grid,building,unit,channels\n"
+        "m-a,甲,unit_head,xf,g01,b03,u2,mqtt:x/y\n"
+        "m-a,乙,unit_head,xf,g01,b03,u1,mqtt:x/y\n"  # 3: name differs from line 2
+        "m-b,丙,chief,xf,g01,,,mqtt:x/y\n"  # 4
+        "m-c,丁,grid_worker,xf,g01,,,telegram:abc\n"  # 5
+        "m-d,戊,grid_worker,xf,g01,,,\n"  # 6: active without channels
+        "m-e,己,building_head,xf,g01,b07,,mqtt:x/y\n"  # 7
+    )
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "members.csv", text))
+    assert [p.line for p in caught.value.problems] == [3, 4, 5, 6, 7]
+    assert registry.member("m-a") is None
+
+
+def test_yaml_syntax_error_reports_its_line(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "x.yaml", "community: {code: xf\ngrids: [\n"))
+    [problem] = caught.value.problems
+    assert problem.line >= 2 and "not valid YAML" in problem.message
+
+
+# -- consent carried by the file (R3.3) -----------------------------------------------------
+
+
+def test_file_cannot_regrant_consent_the_resident_withdrew(
+    registry: Registry, tmp_path: Path
+) -> None:
+    assert registry.face_consent("h-b03-u2-0101")
+    registry.set_face_consent("h-b03-u2-0101", False, at_ns=1_800_000_000_000_000_000)
+    report = import_file(registry, tmp_path / "small.yaml")  # still says true, dated 2024-03-01
+    assert not registry.face_consent("h-b03-u2-0101")
+    assert any("kept withdrawn" in n.message for n in report.notices)
+    later = SMALL_YAML.replace(
+        "face_consent_at: 2024-03-01", "face_consent_at: 2027-06-01T09:00:00+08:00"
+    )
+    import_file(registry, write(tmp_path, "small.yaml", later))
+    assert registry.face_consent("h-b03-u2-0101")
+    # A withdrawal in the file applies whatever its date.
+    import_file(
+        registry,
+        write(
+            tmp_path, "small.yaml", SMALL_YAML.replace("face_consent: true", "face_consent: false")
+        ),
+    )
+    assert not registry.face_consent("h-b03-u2-0101")
+
+
+# -- a community of the seeds' size (R7: ≈ 3000 households) ---------------------------------
+
+
+def community_yaml(
+    grids: int = 10, buildings: int = 5, units: int = 3, floors: int = 10, per_floor: int = 2
+) -> str:
+    """A generated community: grids × buildings × units × floors × per_floor households, with
+    electricity and water meters, gas and smoke alarms per household, an elder watch for one
+    household in ten, two unit doors per unit, gates, and about 400 members."""
+    lines = ["community: {code: xf, name: 幸福小区, street: 城东街道}", "grids:"]
+    households, devices, members = ["households:"], ["devices:"], ["members:"]
+
+    def member(mid: str, role: str, scope: str) -> None:
+        members.append(
+            f'  - {{id: {mid}, name: 员工{mid}, role: {role}, scope: [{scope}], channels: ["mqtt:gridgate/alerts/member/{mid}", "sms:139{len(members):08d}"]}}'
+        )
+
+    for g in range(1, grids + 1):
+        gc = f"g{g:02d}"
+        lines += [f"  - code: {gc}", f"    name: 第{g}网格", "    buildings:"]
+        member(f"m-gc-{gc}", "grid_chief", f"{{grid: {gc}}}")
+        for w in range(3):
+            member(f"m-gw-{gc}-{w}", "grid_worker", f"{{grid: {gc}}}")
+        devices.append(
+            f"  - {{id: gate-{gc}, family: access, adapter: gridgate_json, vendor: acme, grid: {gc}, power: mains, gate_approved: true}}"
+        )
+        for b in range(1, buildings + 1):
+            bn = (g - 1) * buildings + b
+            bc = f"b{bn:02d}"
+            lines += [f"      - code: {bc}", f"        name: {bn}号楼", "        units:"]
+            member(f"m-bh-{bc}", "building_head", f"{{building: {bc}}}")
+            for u in range(1, units + 1):
+                uc = f"u{u}"
+                rooms = [
+                    f"{f:02d}{r:02d}" for f in range(1, floors + 1) for r in range(1, per_floor + 1)
+                ]
+                lines.append(
+                    f"          - {{code: {uc}, name: {u}单元, rooms: [{', '.join(rooms)}]}}"
+                )
+                for k in range(2):
+                    member(f"m-uh-{bc}{uc}-{k}", "unit_head", f"{{building: {bc}, unit: {uc}}}")
+                    devices.append(
+                        f"  - {{id: door-{bc}{uc}-{k}, family: access, adapter: gridgate_json, vendor: acme, building: {bc}, unit: {uc}, power: mains}}"
+                    )
+                for i, room in enumerate(rooms):
+                    hid = f"h-{bc}-{uc}-{room}"
+                    place = f'building: {bc}, unit: {uc}, room: "{room}"'
+                    elder = i % 10 == 0
+                    households.append(
+                        f"  - {{id: {hid}, {place}, elder_alone: {str(elder).lower()}, face_consent: {str(i % 3 == 0).lower()}}}"
+                    )
+                    for prefix, family, adapter, power in (
+                        ("em", "meter", "dlt645", "mains"),
+                        ("wm", "meter", "cjt188", "battery"),
+                        ("gas", "safety", "gridgate_json", "mains"),
+                        ("smk", "safety", "gridgate_json", "battery"),
+                    ):
+                        devices.append(
+                            f"  - {{id: {prefix}-{bc}{uc}{room}, family: {family}, adapter: {adapter}, vendor: acme, {place}, household: {hid}, power: {power}, installed: 2024-03-01}}"
+                        )
+                    if elder:
+                        devices.append(
+                            f"  - {{id: eld-{bc}{uc}{room}, family: elder, adapter: gridgate_json, vendor: care, {place}, household: {hid}, power: battery}}"
+                        )
+    for k in range(3):
+        member(f"m-desk-{k}", "duty_desk", "{community: xf}")
+        member(f"m-prop-{k}", "property_duty", "{community: xf}")
+    member("m-street", "street_office", "{community: xf}")
+    return "\n".join(lines + households + devices + members) + "\n"
+
+
+def test_a_3000_household_community_imports_with_the_right_counts(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    path = write(tmp_path, "community.yaml", community_yaml())
+    report = import_file(registry, path)
+    # 1 community + 10 grids + 50 buildings + 150 units + 3000 rooms
+    assert totals(registry.counts()) == (3211, 3000, 12610, 397)
+    assert (report.places.new, report.households.new, report.devices.new) == (3211, 3000, 12610)
+    assert len(registry.all_devices()) == 12610
+    people = registry.members_for(Location("xf", "g03", "b12", "u2", "0301"))
+    assert [m.role for m in people] == [
+        Role.UNIT_HEAD, Role.UNIT_HEAD, Role.BUILDING_HEAD, Role.GRID_CHIEF,
+        *[Role.GRID_WORKER] * 3, *[Role.DUTY_DESK] * 3, Role.STREET_OFFICE, *[Role.PROPERTY_DUTY] * 3,
+    ]  # fmt: skip
+
+
+def test_the_examples_in_the_docs_import(tmp_path: Path) -> None:
+    """docs/fleet-file.md's YAML, devices CSV and members CSV examples, in that order."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fleet-file.md").read_text(
+        encoding="utf-8"
+    )
+    blocks = [b.split("\n", 1) for b in doc.split("```")[1::2]]
+    [yaml_text] = [body for lang, body in blocks if lang == "yaml"]
+    csvs = [
+        body
+        for lang, body in blocks
+        if lang == "" and body.split(",")[0] in ("device_id", "member_id")
+    ]
+    registry = open_registry(tmp_path)
+    import_file(registry, write(tmp_path, "doc.yaml", yaml_text))
+    devices = import_file(registry, write(tmp_path, "devices.csv", csvs[0]))
+    members = import_file(registry, write(tmp_path, "members.csv", csvs[1]))
+    assert (devices.devices.new, devices.devices.updated, members.members.new) == (2, 0, 2)
+    gate = registry.device("gate-b03")
+    assert gate is not None and gate.location == Location("xf", "g01", "b03")
+    assert [m.id for m in registry.members_for(Location("xf", "g01", "b03", "u2", "1201"))] == [
+        "m-0001",
+        "m001",
+        "m002",
+        "m-0002",
+    ]
