@@ -1,4 +1,4 @@
-"""The `gridgate` command: run | demo | simulate | decode."""
+"""The `gridgate` command: run | demo | simulate | decode | registry."""
 
 from __future__ import annotations
 
@@ -189,6 +189,7 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
     parser = argparse.ArgumentParser(prog="gridgate", description=__doc__)
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
     sim_cli.add_arguments(simulate)
+
+    registry_cli.add_arguments(sub)
 
     decode = sub.add_parser("decode", help="decode one message and print canonical readings")
     decode.add_argument("--adapter", default="gridgate_json")
@@ -232,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return _decode(args, settings)
+        if args.command == "registry":
+            from gateway.registry import cli as registry_cli
+
+            return registry_cli.run(args, settings.registry_url)
         _tune_gc()
         if args.command == "run":
             return asyncio.run(_run(settings, progress=not args.no_progress))

@@ -69,6 +69,10 @@ class LivenessTracker:
         else:
             known.family, known.location, known.timeout_ns = info.family, info.location, timeout
 
+    def register_all(self, infos: Iterable[DeviceInfo]) -> None:
+        for info in infos:
+            self.register(info)
+
     def observe(
         self,
         device_id: str,

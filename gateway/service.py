@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import StorageError
 from gateway.deadletter import DeadLetterStore
+from gateway.directory import DeviceSnapshot
 from gateway.ingest import PahoSource
+from gateway.liveness import LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline, PipelineConfig
+from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
 
@@ -25,6 +29,8 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         write_queue=settings.write_queue,
         writers=settings.writers,
         retry_max_s=settings.retry_max_s,
+        require_registration=settings.require_registration,
+        liveness_sweep_s=settings.liveness_sweep_s,
         shutdown_grace_s=settings.shutdown_grace_s,
         max_past_s=settings.max_past_s,
         max_future_s=settings.max_future_s,
@@ -53,6 +59,21 @@ async def ensure_database(influx: InfluxV1Client, stop: asyncio.Event) -> bool:
     return False
 
 
+async def _flush_liveness(
+    liveness: LivenessTracker, registry: Registry, stop: asyncio.Event, every_s: float
+) -> None:
+    """Write last-seen and online state to the registry in bulk, not per reading."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        updates = liveness.take_dirty()
+        if updates:
+            try:
+                await asyncio.to_thread(registry.set_liveness, updates)
+            except Exception as exc:  # the next flush carries newer state anyway
+                log.error("registry liveness update failed: %s", exc)
+
+
 async def _signal_ready(source: PahoSource, stop: asyncio.Event, ready: asyncio.Event) -> None:
     if await source.wait_subscribed(stop):
         ready.set()
@@ -79,6 +100,14 @@ async def run_gateway(
         if not await ensure_database(influx, stop):
             return metrics
         deadletters = DeadLetterStore(settings.deadletter_path)
+        registry = Registry.open(settings.registry_url)
+        directory = DeviceSnapshot(registry.all_devices)
+        liveness = LivenessTracker(
+            time.time_ns(),
+            {"mains": settings.offline_after_mains_s, "battery": settings.offline_after_battery_s},
+        )
+        directory.on_reload.append(liveness.register_all)
+        log.info("registry: %d devices", directory.reload())
         mqtt_password = (
             settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
         )
@@ -102,8 +131,18 @@ async def run_gateway(
                     adapters=adapters,
                     config=pipeline_config(settings),
                     metrics=metrics,
+                    directory=directory,
+                    liveness=liveness,
                 )
-                await pipeline.run(stop)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(directory.keep_fresh(stop, settings.registry_refresh_s))
+                    tg.create_task(
+                        _flush_liveness(liveness, registry, stop, settings.liveness_flush_s)
+                    )
+                    await pipeline.run(stop)
+                    stop.set()
+                await asyncio.to_thread(registry.set_liveness, liveness.take_dirty())
         finally:
             deadletters.close()
+            registry.close()
     return metrics
