@@ -18,6 +18,7 @@ from types import FrameType
 import orjson
 
 from devices.topics import is_valid_id
+from simulators import community_cli
 from simulators.fleet import make_fleet
 from simulators.publisher import DEFAULT_MAX_INFLIGHT, Progress, Publisher, PublishError
 from simulators.traffic import Traffic
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="unacknowledged QoS 1 messages allowed at once",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    community_cli.add_community_arguments(parser)  # --households N: a whole community
 
 
 def _check(args: argparse.Namespace) -> str:
@@ -109,6 +111,8 @@ def _stop_on_signals(publisher: Publisher) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "households", None) is not None:
+        return community_cli.run(args)
     problem = _check(args)
     if problem:
         print(f"simulate: {problem}", file=sys.stderr)

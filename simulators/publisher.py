@@ -301,6 +301,9 @@ class Publisher:
                 if wait >= _SLEEP_MIN_S:
                     self._stop.wait(wait)
             msg = source.next_message(time.time_ns())
+            if msg is None:  # the source is done (a scheduled community reached its end)
+                self._give_back_slot()
+                break
             try:
                 info = client.publish(msg.topic, msg.payload, qos=1)
                 queued = info.rc in _QUEUED

@@ -29,7 +29,8 @@ class SimMessage:
 
 
 class MessageSource(Protocol):
-    def next_message(self, now_ns: int) -> SimMessage: ...
+    def next_message(self, now_ns: int) -> SimMessage | None:
+        """The next message to send; None ends the run."""
 
 
 class Traffic:
