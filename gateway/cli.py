@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from adapters.registry import ADAPTERS
@@ -75,55 +76,81 @@ async def _run(settings: Settings, progress: bool) -> int:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    """The simulated community through the real services: fleet → registry → gateway."""
+    from gateway.registry import Registry
+    from gateway.registry.importer import import_file
     from gateway.service import run_gateway
     from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
+    from simulators.community import build_community
+
+    # Its own session and topics: a demo must not inherit another gateway's backlog.
+    settings = settings.model_copy(
+        update={"community": args.community, "mqtt_client_id": f"gridgate-demo-{args.community}"}
+    )
+    community = build_community(args.households, args.seed, args.community)
+    fleet = community.write_fleet(Path(".run/gridgate") / f"fleet-{args.community}.yaml")
+    with Registry.open(settings.registry_url) as registry:
+        report = await asyncio.to_thread(import_file, registry, fleet)
+    print(f"gridgate demo: {report.summary()}", file=sys.stderr)
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     if not args.verbose:  # the live line already counts rejections by reason
         logging.getLogger("gateway.pipeline").setLevel(logging.ERROR)
     metrics = GatewayMetrics()
-    gateway = asyncio.create_task(run_gateway(settings, stop, metrics), name="gateway")
+    ready = asyncio.Event()
+    gateway = asyncio.create_task(
+        run_gateway(settings, stop, metrics, ready=ready), name="gateway"
+    )
+    await asyncio.wait(
+        [asyncio.create_task(ready.wait()), gateway], return_when=asyncio.FIRST_COMPLETED
+    )
+    if gateway.done():
+        await gateway  # it failed to start: raise its error
+        return 1
     sim_cmd = [
         sys.executable, "-m", "gateway.cli", "simulate",
-        "--devices", str(args.devices), "--rate", str(args.rate),
-        "--duration", str(args.duration), "--bad-ratio", str(args.bad_ratio),
-        "--community", args.community,
-        "--host", settings.mqtt_host, "--port", str(settings.mqtt_port),
-        "--quiet",
+        "--households", str(args.households), "--speed", str(args.speed),
+        "--duration", f"{args.duration:g}", "--seed", str(args.seed),
+        "--community", args.community, "--fleet-out", str(fleet),
+        "--host", settings.mqtt_host, "--port", str(settings.mqtt_port), "--quiet",
     ]  # fmt: skip
-    simulator = await asyncio.create_subprocess_exec(*sim_cmd, stdout=asyncio.subprocess.DEVNULL)
+    for scenario in args.scenario:
+        sim_cmd += ["--scenario", scenario]
+    simulator = await asyncio.create_subprocess_exec(*sim_cmd, stdout=asyncio.subprocess.PIPE)
     print(
-        f"gridgate demo: {args.devices} simulated devices publishing {args.rate}/s to "
-        f"{settings.mqtt_host}:{settings.mqtt_port}; gateway writing to "
-        f"{settings.influx_url} db={settings.influx_database}. Ctrl-C to stop.",
+        f"gridgate demo: community {args.community!r} ({args.households} households) publishing "
+        f"at {args.speed:g}× real time to {settings.mqtt_host}:{settings.mqtt_port}; gateway "
+        f"writing to {settings.influx_url} db={settings.influx_database}. Ctrl-C to stop.",
         file=sys.stderr,
     )
     reporter = asyncio.create_task(
         report_progress(metrics, stop, live=sys.stderr.isatty()), name="progress"
     )
-    sim_done = asyncio.create_task(simulator.wait(), name="simulator")
+    sim_done = asyncio.create_task(simulator.communicate(), name="simulator")
     stop_wait = asyncio.create_task(stop.wait())
     await asyncio.wait([sim_done, stop_wait, gateway], return_when=asyncio.FIRST_COMPLETED)
     if simulator.returncode is None:
         simulator.terminate()
-        await simulator.wait()
-    else:
-        await asyncio.sleep(2 * settings.linger_ms / 1000 + 1)  # let the last batch land
+    sim_out, _ = await sim_done
+    await asyncio.sleep(2 * settings.linger_ms / 1000 + 1)  # let the last batch land
     stop.set()
     await gateway
     await reporter
     stop_wait.cancel()
     async with InfluxV1Client(settings.influx_url, settings.influx_database) as influx:
-        print("points in InfluxDB by measurement:", file=sys.stderr)
-        for measurement in ("access", "safety", "meter", "elder", "device_status"):
+        print(f"points in InfluxDB for community {args.community!r}:", file=sys.stderr)
+        for measurement in ("access", "safety", "meter", "elder", "device_status", "liveness"):
             rows = await influx.query(
                 f'SELECT count("schema") FROM {quote_ident(measurement)}'
                 f" WHERE community = {quote_literal(args.community)}"
             )
             n = int(rows[0]["count"]) if rows else 0
             print(f"  {measurement:<14} {n:>10,}", file=sys.stderr)
-    print(json.dumps(metrics.snapshot(), ensure_ascii=False), file=sys.stderr)
+    if sim_out:
+        sent = json.loads(sim_out)
+        print(f"simulator: {json.dumps(sent.get('messages'), ensure_ascii=False)}", file=sys.stderr)
+    print(f"gateway: {json.dumps(metrics.snapshot(), ensure_ascii=False)}", file=sys.stderr)
     return 0
 
 
@@ -198,12 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway against the configured broker/InfluxDB")
     run.add_argument("--no-progress", action="store_true", help="no periodic counter lines")
 
-    demo = sub.add_parser("demo", help="gateway + simulated fleet with a live summary")
-    demo.add_argument("--devices", type=int, default=400)
-    demo.add_argument("--rate", type=float, default=2000, help="messages per second")
+    demo = sub.add_parser(
+        "demo", help="the simulated community through the gateway, with a live summary"
+    )
+    demo.add_argument("--households", type=int, default=3000)
+    demo.add_argument("--speed", type=float, default=60, help="simulated seconds per second")
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
-    demo.add_argument("--bad-ratio", type=float, default=0.01)
+    demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--community", default="demo")
+    demo.add_argument(
+        "--scenario", action="append", default=[], help="NAME@PLACE[@SIM_OFFSET], repeatable"
+    )
     demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")

@@ -54,10 +54,18 @@ class DeadLetter:
 
 
 class DeadLetterStore:
-    """Append-only store; `add_many` commits before returning (durable hand-off)."""
+    """Append-only store; `add_many` commits before returning (durable hand-off).
 
-    def __init__(self, path: Path | str) -> None:
+    Bounded: beyond `max_rows` the oldest records are deleted, so a flood of bad input cannot
+    fill the disk; the metrics keep counting every rejection regardless.
+    """
+
+    PRUNE_EVERY = 10_000
+
+    def __init__(self, path: Path | str, max_rows: int = 1_000_000) -> None:
         self.path = Path(path)
+        self.max_rows = max_rows
+        self._since_prune = 0
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -80,6 +88,13 @@ class DeadLetterStore:
                 " payload_bytes) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            self._since_prune += len(rows)
+            if self._since_prune >= min(self.PRUNE_EVERY, self.max_rows):
+                self._since_prune = 0
+                self._db.execute(
+                    "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                    (self.max_rows,),
+                )
             self._db.execute("COMMIT")
 
     def count(self, reason: str | None = None) -> int:

@@ -99,7 +99,7 @@ async def run_gateway(
     ) as influx:
         if not await ensure_database(influx, stop):
             return metrics
-        deadletters = DeadLetterStore(settings.deadletter_path)
+        deadletters = DeadLetterStore(settings.deadletter_path, settings.deadletter_max_rows)
         registry = Registry.open(settings.registry_url)
         directory = DeviceSnapshot(registry.all_devices)
         liveness = LivenessTracker(

@@ -58,4 +58,5 @@ class Settings(BaseSettings):
     liveness_flush_s: float = Field(default=10.0, gt=0, description="registry last-seen writes")
 
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
+    deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -239,3 +239,13 @@ async def test_first_sight_and_silence_are_written_as_liveness_points(tmp_path: 
     assert "online=true" in writer.liveness[0] and 'reason="traffic"' in writer.liveness[0]
     assert "online=false" in writer.liveness[1] and 'reason="silent"' in writer.liveness[1]
     assert pipeline.metrics.written == 1  # readings only
+
+
+def test_dead_letter_store_is_bounded(tmp_path: Path) -> None:
+    from gateway.deadletter import DeadLetter
+
+    store = DeadLetterStore(tmp_path / "dl.sqlite3", max_rows=5)
+    for i in range(12):
+        store.add_many([DeadLetter.of("t", str(i).encode(), "not_json", "", i)])
+    assert store.count() <= 5 + 5  # pruned back to max_rows at every max_rows inserts
+    assert store.recent(1)[0].received_ns == 11  # the newest are kept
