@@ -65,7 +65,7 @@ test: $(STAMP) services lint ## venv, services, lint, then pytest -n 2
 	$(VENV)/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
 
 demo: $(STAMP) services ## run the end-to-end demo against the local services
-	$(VENV)/bin/gridgate demo
+	$(VENV)/bin/gridgate demo $(DEMO_ARGS)
 
 bench: $(STAMP) services ## ingest benchmark against the local services
 	$(VENV)/bin/python -m bench.ingest
