@@ -19,3 +19,5 @@ class DeviceInfo:
     household: str = ""  # the household an elder device serves; empty otherwise
     power: str = "mains"  # "mains" or "battery": decides the offline timeout
     installed: date | None = None
+    # Face-recognition gates only: the owners approved its installation (R3.3, seed 004)
+    gate_approved: bool = False
