@@ -31,6 +31,7 @@ from adapters import gridgate_json
 from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
+from gateway.storage.retention import qualified
 from tests.integration.mqtt_util import drop_session, publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def raw_broker_rate(msgs: list[tuple[str, bytes]], topic_filter: str) -> float:
 def influx_count(database: str) -> int:
     total = 0
     for m in ("access", "safety", "meter", "elder"):
-        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM "{m}"'})
+        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM {qualified(m)}'})
         for res in r.json().get("results", []):
             for s in res.get("series", []):
                 total += int(s["values"][0][1])

@@ -81,6 +81,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.registry.importer import import_file
     from gateway.service import run_gateway
     from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
+    from gateway.storage.retention import qualified
     from simulators.community import build_community
 
     # Its own session and topics: a demo must not inherit another gateway's backlog.
@@ -141,8 +142,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     async with InfluxV1Client(settings.influx_url, settings.influx_database) as influx:
         print(f"points in InfluxDB for community {args.community!r}:", file=sys.stderr)
         for measurement in ("access", "safety", "meter", "elder", "device_status", "liveness"):
+            retained = settings.influx_retention
+            source = qualified(measurement) if retained else quote_ident(measurement)
             rows = await influx.query(
-                f'SELECT count("schema") FROM {quote_ident(measurement)}'
+                f'SELECT count("schema") FROM {source}'
                 f" WHERE community = {quote_literal(args.community)}"
             )
             n = int(rows[0]["count"]) if rows else 0

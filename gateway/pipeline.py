@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,14 +28,14 @@ from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
 from gateway.metrics import GatewayMetrics
-from gateway.storage.points import PointEncoder
+from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
 from privacy.baseline import BaselinePrivacy
 
 log = logging.getLogger(__name__)
 
 
 class LineWriter(Protocol):
-    async def write(self, lines: Sequence[str]) -> None: ...
+    async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None: ...
 
 
 class DeviceDirectory(Protocol):
@@ -62,13 +62,31 @@ class PipelineConfig:
 
 
 @dataclass
+class _Lines:
+    """Lines bound for one retention policy, each with the message it came from (None for
+    lines the gateway made itself, such as liveness changes)."""
+
+    lines: list[str] = field(default_factory=list)
+    messages: list[Message | None] = field(default_factory=list)
+
+
+@dataclass
 class _Batch:
     messages: list[Message] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    # the message of each line; None for lines the gateway made itself (liveness changes)
-    line_messages: list[Message | None] = field(default_factory=list)
+    by_rp: dict[str | None, _Lines] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
+
+    def add(self, rp: str | None, line: str, msg: Message | None) -> None:
+        group = self.by_rp.get(rp)
+        if group is None:
+            group = self.by_rp[rp] = _Lines()
+        group.lines.append(line)
+        group.messages.append(msg)
+
+    @property
+    def empty(self) -> bool:
+        return not self.messages and not self.by_rp
 
 
 class _RateLimitedLog:
@@ -105,6 +123,7 @@ class Pipeline:
         privacy: BaselinePrivacy | None = None,
         directory: DeviceDirectory | None = None,
         liveness: LivenessTracker | None = None,
+        retention: Mapping[str, str] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.source = source
@@ -118,6 +137,8 @@ class Pipeline:
         self.directory = directory
         self.liveness = liveness if liveness is not None else LivenessTracker(clock_ns())
         self.liveness_listeners: list[LivenessListener] = []
+        # measurement → retention policy; None: the database's default policy
+        self.retention = dict(retention) if retention else None
         self._liveness_lines: list[str] = []  # changes found by the sweep, for the next batch
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
@@ -129,7 +150,9 @@ class Pipeline:
         """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
         try:
             readings = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
-            lines = [self.encoder.encode(self.privacy.apply(r)) for r in readings]
+            lines = [
+                (self._rp(r), self.encoder.encode(self.privacy.apply(r))) for r in readings
+            ]
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
             return
@@ -141,16 +164,24 @@ class Pipeline:
             self._reject(msg, batch, "adapter_error", type(exc).__name__)
             return
         self.metrics.readings += len(lines)
-        batch.lines.extend(lines)
-        batch.line_messages.extend([msg] * len(lines))
+        for rp, line in lines:
+            batch.add(rp, line, msg)
         for reading in readings:
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
             )
             if event is not None:
-                batch.lines.append(self._liveness_changed(event))
-                batch.line_messages.append(None)
+                batch.add(self._liveness_rp, self._liveness_changed(event), None)
+
+    def _rp(self, reading: Reading) -> str | None:
+        if self.retention is None:
+            return None
+        return self.retention.get(measurement_of(reading))
+
+    @property
+    def _liveness_rp(self) -> str | None:
+        return None if self.retention is None else self.retention.get(LIVENESS_MEASUREMENT)
 
     def _admit(self, reading: Reading, msg: Message) -> Reading:
         """Stamp, check the time, and check the device against the registry, whose location
@@ -229,11 +260,11 @@ class Pipeline:
                 timeout = 0.25  # idle: wake now and then to notice `stop`
             messages = await self.source.next_batch(cfg.batch_size - len(batch.messages), timeout)
             if self._liveness_lines:
-                batch.lines.extend(self._liveness_lines)
-                batch.line_messages.extend([None] * len(self._liveness_lines))
-                self._liveness_lines = []
-                if not batch.messages:
+                if batch.empty:
                     batch.opened = time.monotonic()
+                for line in self._liveness_lines:
+                    batch.add(self._liveness_rp, line, None)
+                self._liveness_lines = []
             if messages:
                 if not batch.messages:
                     batch.opened = time.monotonic()
@@ -241,7 +272,7 @@ class Pipeline:
                 for msg in messages:
                     self.process(msg, batch)
                 batch.messages.extend(messages)
-            if (batch.messages or batch.lines) and (
+            if not batch.empty and (
                 len(batch.messages) >= cfg.batch_size
                 or time.monotonic() >= batch.opened + cfg.linger_s
             ):
@@ -249,7 +280,7 @@ class Pipeline:
                 batch = _Batch()
             elif not messages:
                 await asyncio.sleep(0)  # let writers run when the source returns at once
-        if batch.messages or batch.lines:
+        if not batch.empty:
             await self._queue.put(batch)
 
     async def _write_loop(self) -> None:
@@ -257,8 +288,8 @@ class Pipeline:
             await self._hand_off(batch)
 
     async def _hand_off(self, batch: _Batch) -> None:
-        if batch.lines:
-            await self._write_with_retry(batch.lines, batch.line_messages, batch.dead)
+        for rp, group in batch.by_rp.items():
+            await self._write_with_retry(rp, group.lines, group.messages, batch.dead)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
         self.source.ack(batch.messages)
@@ -278,19 +309,23 @@ class Pipeline:
                 delay = min(delay * 2, self.config.retry_max_s)
 
     async def _write_with_retry(
-        self, lines: list[str], line_messages: list[Message | None], dead: list[DeadLetter]
+        self,
+        rp: str | None,
+        lines: list[str],
+        line_messages: list[Message | None],
+        dead: list[DeadLetter],
     ) -> None:
         """Write until it succeeds; lines InfluxDB refuses outright become dead letters."""
         delay = 0.5
         while True:
             try:
-                await self.writer.write(lines)
+                await self.writer.write(lines, rp=rp)
                 # readings only: liveness points (message None) are the gateway's own
                 self.metrics.written += len(lines) - line_messages.count(None)
                 return
             except StorageError as exc:
                 if not exc.retryable:
-                    await self._isolate_refused(lines, line_messages, dead, exc)
+                    await self._isolate_refused(rp, lines, line_messages, dead, exc)
                     return
                 self.metrics.write_retries += 1
                 log.warning("InfluxDB write failed, retrying in %.1f s: %s", delay, exc)
@@ -299,6 +334,7 @@ class Pipeline:
 
     async def _isolate_refused(
         self,
+        rp: str | None,
         lines: list[str],
         line_messages: list[Message | None],
         dead: list[DeadLetter],
@@ -318,5 +354,5 @@ class Pipeline:
             dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
             return
         mid = len(lines) // 2
-        await self._write_with_retry(lines[:mid], line_messages[:mid], dead)
-        await self._write_with_retry(lines[mid:], line_messages[mid:], dead)
+        await self._write_with_retry(rp, lines[:mid], line_messages[:mid], dead)
+        await self._write_with_retry(rp, lines[mid:], line_messages[mid:], dead)

@@ -18,6 +18,7 @@ from gateway.pipeline import Pipeline, PipelineConfig
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.retention import DEFAULT_RETENTION, influx_duration, rp_name
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,29 @@ def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
     return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
 
 
-async def ensure_database(influx: InfluxV1Client, stop: asyncio.Event) -> bool:
-    """Create the database, waiting for InfluxDB to come up; False if stopped first."""
+def retention_plan(settings: Settings) -> dict[str, str] | None:
+    """measurement → retention policy name, or None to use the database's default."""
+    if not settings.influx_retention:
+        return None
+    return {measurement: rp_name(measurement) for measurement in DEFAULT_RETENTION}
+
+
+async def setup_schema(influx: InfluxV1Client, settings: Settings) -> None:
+    await influx.ensure_database()
+    if settings.influx_retention:
+        for measurement, duration in DEFAULT_RETENTION.items():
+            await influx.ensure_retention_policy(rp_name(measurement), influx_duration(duration))
+
+
+async def ensure_database(
+    influx: InfluxV1Client, settings: Settings, stop: asyncio.Event
+) -> bool:
+    """Create database and retention policies, waiting for InfluxDB to come up; False if
+    stopped first."""
     delay = 0.5
     while not stop.is_set():
         try:
-            await influx.ensure_database()
+            await setup_schema(influx, settings)
             return True
         except StorageError as exc:
             if not exc.retryable:
@@ -97,7 +115,8 @@ async def run_gateway(
         password=password,
         timeout_s=settings.influx_timeout_s,
     ) as influx:
-        if not await ensure_database(influx, stop):
+        influx.setup_schema = lambda: setup_schema(influx, settings)
+        if not await ensure_database(influx, settings, stop):
             return metrics
         deadletters = DeadLetterStore(settings.deadletter_path, settings.deadletter_max_rows)
         registry = Registry.open(settings.registry_url)
@@ -133,6 +152,7 @@ async def run_gateway(
                     metrics=metrics,
                     directory=directory,
                     liveness=liveness,
+                    retention=retention_plan(settings),
                 )
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(directory.keep_fresh(stop, settings.registry_refresh_s))

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     influx_timeout_s: float = Field(default=10.0, gt=0)
+    # One retention policy per measurement, created on start (InfluxDB 1.x); false = write to
+    # the database's default policy (e.g. InfluxDB 2.x/3.x through the v1 API).
+    influx_retention: bool = True
 
     # Pipeline. The broker's in-flight window bounds unacknowledged messages, so it must be at
     # least batch_size (Mosquitto: max_inflight_messages; the generated config sets 10000).

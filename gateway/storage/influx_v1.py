@@ -20,7 +20,7 @@ wrong and will be wrong again). Behaviour of influxd 1.6.7 this relies on, check
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -80,6 +80,8 @@ class InfluxV1Client:
         self.url = url.rstrip("/")
         self.database = database
         self.retention_policy = retention_policy
+        # Recreates database and retention policies if they vanish (drop, restore).
+        self.setup_schema: Callable[[], Awaitable[None]] | None = None
         # Basic auth, not u=/p= parameters: a password in a URL ends up in access logs.
         auth = httpx.BasicAuth(username, password or "") if username is not None else None
         self._http = httpx.AsyncClient(base_url=self.url, auth=auth, timeout=timeout_s)
@@ -112,7 +114,19 @@ class InfluxV1Client:
         """Create the database if missing; CREATE DATABASE is idempotent in InfluxQL."""
         await self._query(f"CREATE DATABASE {quote_ident(self.database)}", with_db=False)
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def ensure_retention_policy(self, name: str, duration: str) -> None:
+        """Create the policy, or bring its duration to `duration` if it exists."""
+        rows = await self.query(f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}")
+        existing = {row.get("name") for row in rows}
+        verb = "ALTER" if name in existing else "CREATE"
+        tail = " REPLICATION 1" if verb == "CREATE" else ""
+        await self._query(
+            f"{verb} RETENTION POLICY {quote_ident(name)} ON {quote_ident(self.database)}"
+            f" DURATION {duration}{tail}",
+            with_db=False,
+        )
+
+    async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None:
         """Write the lines in one request; they must come from `encode_line` (no newlines)."""
         if not lines:
             return
@@ -121,8 +135,8 @@ class InfluxV1Client:
         except UnicodeEncodeError as exc:
             raise StorageError("batch is not valid UTF-8", retryable=False) from exc
         params = {"db": self.database, "precision": "ns"}
-        if self.retention_policy:
-            params["rp"] = self.retention_policy
+        if rp or self.retention_policy:
+            params["rp"] = rp or self.retention_policy or ""
         for attempt in range(2):
             response = await self._send(
                 "POST",
@@ -135,11 +149,13 @@ class InfluxV1Client:
                 return
             # The database was dropped under us (an operator, a restore): create it again
             # rather than dead-letter every point of the batch.
-            if attempt == 0 and response.status_code == 404 and "database not found" in (
-                _error_text(response)
+            text = _error_text(response)
+            if attempt == 0 and (
+                (response.status_code == 404 and "database not found" in text)
+                or (response.status_code == 500 and "retention policy not found" in text)
             ):
-                log.warning("database %r not found; creating it again", self.database)
-                await self.ensure_database()
+                log.warning("%s in %r; creating the schema again", text[:80], self.database)
+                await (self.setup_schema or self.ensure_database)()
                 continue
             break
         text = _error_text(response)
@@ -178,11 +194,11 @@ class InfluxV1Client:
                     rows.append(row)
         return rows
 
-    async def count(self, measurement: str, field: str) -> int:
+    async def count(self, measurement: str, field: str, *, rp: str | None = None) -> int:
         """Number of points in `measurement` that have `field` (0 when there are none)."""
         source = quote_ident(measurement)
-        if self.retention_policy:
-            source = f"{quote_ident(self.retention_policy)}.{source}"
+        if rp or self.retention_policy:
+            source = f"{quote_ident(rp or self.retention_policy or '')}.{source}"
         rows = await self.query(f"SELECT COUNT({quote_ident(field)}) FROM {source}")
         return sum(int(row.get("count") or 0) for row in rows)
 

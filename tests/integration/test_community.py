@@ -17,6 +17,7 @@ from gateway.registry import Registry
 from gateway.registry.importer import import_file
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client, quote_literal
+from gateway.storage.retention import qualified, rp_name
 from simulators.community import Community, build_community
 from tests.integration.conftest import ROOT, Services
 from tests.integration.gateway_util import running_gateway, settings_for, wait_for
@@ -78,14 +79,18 @@ async def test_3000_households_land_with_registry_locations_and_exact_counts(
 
         async with InfluxV1Client(services.influx_url, influx_db) as influx:
             for family in FAMILIES:  # the simulator's count of points, per family, exactly
-                assert await influx.count(family, "schema") == report["expected_points"][family]
-            assert await influx.count("device_status", "schema") == sum(
+                assert (
+                    await influx.count(family, "schema", rp=rp_name(family))
+                    == report["expected_points"][family]
+                )
+            assert await influx.count("device_status", "schema", rp=rp_name("device_status")) == sum(
                 report["expected_status_points"].values()
             )
             rows = await influx.query(
-                'SELECT last("schema") FROM "access", "safety", "meter", "elder", "device_status"'
-                f' WHERE community = {quote_literal(unique)}'
-                ' GROUP BY "device", "grid", "building", "unit"'
+                'SELECT last("schema") FROM '
+                + ", ".join(qualified(m) for m in (*FAMILIES, "device_status"))
+                + f" WHERE community = {quote_literal(unique)}"
+                + ' GROUP BY "device", "grid", "building", "unit"'
             )
         with Registry.open(registry_url) as registry:
             registered = {info.device_id: info.location for info in registry.all_devices()}
@@ -125,7 +130,7 @@ async def test_device_offline_scenario_flips_exactly_that_device_and_back(
             await wait_for(lambda: metrics.backlog == 0, 30, "everything handled")
         async with InfluxV1Client(services.influx_url, influx_db) as influx:
             rows = await influx.query(
-                'SELECT "online", "reason" FROM "liveness" GROUP BY "device" ORDER BY time'
+                f'SELECT "online", "reason" FROM {qualified("liveness")} GROUP BY "device" ORDER BY time'
             )
         history: dict[str, list[tuple[bool, str]]] = defaultdict(list)
         for row in rows:

@@ -18,6 +18,7 @@ from devices.location import Location
 from devices.reading import Reading
 from gateway.deadletter import DeadLetterStore
 from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.retention import qualified, rp_name
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import (
     gateway_env,
@@ -77,8 +78,8 @@ async def test_every_family_lands_exactly_with_same_values(
         assert metrics.written == 4 * n and metrics.dead_lettered == 0
         async with InfluxV1Client(services.influx_url, influx_db) as influx:
             for family in Family:
-                assert await influx.count(family.value, "schema") == n, family
-                rows = await influx.query(f'SELECT * FROM "{family.value}"')
+                assert await influx.count(family.value, "schema", rp=rp_name(family.value)) == n
+                rows = await influx.query(f"SELECT * FROM {qualified(family.value)}")
                 stored = {(row["device"], row["time"]): row for row in rows}
                 for r in (r for r in readings if r.family is family):
                     row = stored[(r.device_id, r.time_ns)]
@@ -141,7 +142,9 @@ async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
 
             async def stored() -> int:
                 try:
-                    return sum([await influx.count(f.value, "schema") for f in Family])
+                    return sum(
+                        [await influx.count(f.value, "schema", rp=rp_name(f.value)) for f in Family]
+                    )
                 except Exception:
                     return 0
 
@@ -171,8 +174,42 @@ async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
                 await asyncio.sleep(0.2)
             assert landed == 4 * n, log_path.read_text()[-3000:]
             for family in Family:
-                assert await influx.count(family.value, "schema") == n
+                assert await influx.count(family.value, "schema", rp=rp_name(family.value)) == n
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
         drop_session(services.mqtt_host, services.mqtt_port, env["GRIDGATE_MQTT_CLIENT_ID"])
+
+
+async def test_retention_policies_are_created_and_survive_a_dropped_database(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    first = family_readings(unique, 20, int(time.time() * 1000) - 120_000)
+    second = family_readings(unique, 20, int(time.time() * 1000) - 60_000)
+    settings = settings_for(services, unique, influx_db, tmp_path)
+    try:
+        async with running_gateway(settings) as metrics, InfluxV1Client(
+            services.influx_url, influx_db
+        ) as influx:
+            policies = {
+                row["name"]: row["duration"]
+                for row in await influx.query(f'SHOW RETENTION POLICIES ON "{influx_db}"')
+            }
+            # health and access data are kept far shorter than meter data (R3.7)
+            assert policies["rp_elder"] == "2160h0m0s"  # 90 days
+            assert policies["rp_access"] == "720h0m0s"  # 30 days
+            assert policies["rp_meter"] == "26280h0m0s"  # 3 years
+            await asyncio.to_thread(
+                publish_all, services.mqtt_host, services.mqtt_port, [gridgate_json.encode(r) for r in first]
+            )
+            await wait_for(lambda: metrics.written >= 80, 30, "first readings")
+            await influx.query(f'DROP DATABASE "{influx_db}"')  # an operator's mistake
+            await asyncio.to_thread(
+                publish_all, services.mqtt_host, services.mqtt_port, [gridgate_json.encode(r) for r in second]
+            )
+            await wait_for(lambda: metrics.written >= 160, 30, "readings after the drop")
+            assert metrics.dead_lettered == 0
+            for family in Family:
+                assert await influx.count(family.value, "schema", rp=rp_name(family.value)) == 20
+    finally:
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)

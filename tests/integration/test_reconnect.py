@@ -16,6 +16,7 @@ import pytest
 
 from adapters import gridgate_json
 from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.retention import rp_name
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, settings_for, wait_for
 from tests.integration.mqtt_util import publish_all
@@ -92,6 +93,8 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
         await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in after])
         await wait_for(lambda: metrics.written >= 8 * n, 60, "second half written after reconnect")
     async with InfluxV1Client(services.influx_url, influx_db) as influx:
-        total = sum([await influx.count(f, "schema") for f in ("access", "safety", "meter", "elder")])
+        total = sum(
+            [await influx.count(f, "schema", rp=rp_name(f)) for f in ("access", "safety", "meter", "elder")]
+        )
     assert total == 8 * n
     assert metrics.dead_lettered == 0

@@ -49,7 +49,7 @@ class FlakyWriter:
         self.liveness: list[str] = []
         self.calls = 0
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None:
         self.calls += 1
         if self.failures:
             self.failures -= 1
