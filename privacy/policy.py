@@ -1,0 +1,451 @@
+"""The per-field privacy policy file (R3.1, R3.7): what becomes of every canonical field.
+
+Shape (the shipped default is `privacy/policy.yaml`; docs/privacy.md explains each choice)::
+
+    version: 1
+    coarse_time_s: 900          # bucket of `time: coarse`
+    age_on: event_date          # or a fixed date (YYYY-MM-DD) for reproducible exports
+    position_decimals: 2        # `generalise {to: coarse_position}`: 2 ≈ 1 km
+    retention: {access: 30d, elder: 90d, safety: 1y, meter: 3y, device_status: 90d, liveness: 1y}
+    families:
+      access:                   # access, safety, meter, elder, and status (status channel)
+        location: coarse        # keep | coarse (room → "")
+        time: exact             # exact | coarse
+        fields:
+          id_number:
+            class: direct_identifier     # must agree with devices.models
+            actions:
+              - pseudonymise: {as: resident_ref}
+              - generalise: {to: age_band, as: age_band}
+          person_name: {class: direct_identifier, actions: [drop]}
+
+It is an allow-list: a field the policy does not name is dropped. Everything is checked at
+load time — unknown keys, fields, classes and operators, an action a class may not have
+(``keep`` of an ID number, anything but ``drop`` of a face), clashing outputs — and every
+problem is reported with its path in one `ConfigError`: a privacy policy must not half-load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
+
+from devices.errors import ConfigError
+from devices.families import Family
+from devices.models import FAMILY_DATA, DataClass, FamilyData, StatusData, field_classes
+from privacy.operators import MASKS, IdentifierKind
+
+STATUS = "status"  # the policy's name for the status channel, shared by every family
+FAMILY_KEYS: tuple[str, ...] = (*(f.value for f in Family), STATUS)
+MODELS: dict[str, type[FamilyData]] = {
+    **{f.value: model for f, model in FAMILY_DATA.items()},
+    STATUS: StatusData,
+}
+MEASUREMENTS = ("access", "safety", "meter", "elder", "device_status", "liveness")
+
+Operator = Literal["keep", "drop", "pseudonymise", "mask", "generalise"]
+OPERATORS: tuple[str, ...] = ("keep", "drop", "pseudonymise", "mask", "generalise")
+Generaliser = Literal["age_band", "gender", "coarse_position", "coarse_time"]
+
+# Which operators each class of data may have. Direct identifiers are never kept; biometrics
+# are only ever dropped (a keyed hash of a face image identifies nothing and protects nothing).
+ALLOWED_OPERATORS: dict[DataClass, frozenset[str]] = {
+    DataClass.NON_PERSONAL: frozenset({"keep", "drop"}),
+    DataClass.QUASI_IDENTIFIER: frozenset({"keep", "drop", "pseudonymise"}),
+    DataClass.DIRECT_IDENTIFIER: frozenset({"drop", "pseudonymise", "mask", "generalise"}),
+    DataClass.BIOMETRIC: frozenset({"drop"}),
+    DataClass.HEALTH: frozenset({"keep", "drop"}),
+    DataClass.WHEREABOUTS: frozenset({"keep", "drop", "generalise"}),
+}
+# Which fields each generaliser can read.
+GENERALISER_FIELDS: dict[str, frozenset[str]] = {
+    "age_band": frozenset({IdentifierKind.ID_NUMBER.value}),
+    "gender": frozenset({IdentifierKind.ID_NUMBER.value}),
+    "coarse_position": frozenset({"latitude", "longitude"}),
+}
+_PSEUDONYMISABLE = frozenset(k.value for k in IdentifierKind)
+OUTPUT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}", flags=re.ASCII)
+# Names the storage layer writes itself, or uses as tags: an output must not shadow them.
+RESERVED_OUTPUTS = frozenset(
+    {"schema", "room", "time", "device", "kind", "community", "grid", "building", "unit"}
+)
+_DURATION = re.compile(r"(\d{1,5})([hdwy])", flags=re.ASCII)
+_UNIT_S = {"h": 3600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
+
+StrictInt = Annotated[int, Strict()]
+StrictStr = Annotated[str, Strict()]
+
+
+# -- the file, as pydantic models ----------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+def _action_shape(value: Any) -> Any:
+    """``keep`` / ``drop``, or a one-key mapping ``{pseudonymise|mask|generalise: {...}}``."""
+    if isinstance(value, str):
+        if value in ("keep", "drop"):
+            return {"op": value}
+        if value in OPERATORS:
+            raise ValueError(f"{value} needs options, e.g. {{{value}: {{as: <output field>}}}}")
+        raise ValueError(f"unknown operator {value!r}; expected one of {', '.join(OPERATORS)}")
+    if isinstance(value, dict) and len(value) == 1:
+        ((op, options),) = value.items()
+        if op not in OPERATORS:
+            raise ValueError(f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ValueError(f"the options of {op} must be a mapping, e.g. {{as: <output field>}}")
+        if "op" in options:
+            raise ValueError(f"unknown option 'op' of {op}")
+        return {"op": op, **options}
+    raise ValueError(
+        "an action is 'keep', 'drop' or a one-key mapping such as {pseudonymise: {as: x}}"
+    )
+
+
+class ActionIn(_Model):
+    op: Operator
+    to: Generaliser | None = None
+    output: StrictStr | None = Field(default=None, alias="as")
+
+    @model_validator(mode="after")
+    def _options_fit_operator(self) -> ActionIn:
+        if self.op in ("keep", "drop"):
+            if self.to is not None or self.output is not None:
+                raise ValueError(f"{self.op} takes no options")
+        elif self.output is None:
+            raise ValueError(f"{self.op} needs 'as: <output field>'")
+        if self.op == "generalise" and self.to is None:
+            raise ValueError("generalise needs 'to: age_band|gender|coarse_position'")
+        if self.op != "generalise" and self.to is not None:
+            raise ValueError(f"'to' is an option of generalise, not of {self.op}")
+        return self
+
+
+class FieldPolicyIn(_Model):
+    data_class: DataClass = Field(alias="class")
+    actions: list[Annotated[ActionIn, BeforeValidator(_action_shape)]]
+
+
+class FamilyPolicyIn(_Model):
+    location: Literal["keep", "coarse"] = "keep"
+    time: Literal["exact", "coarse"] = "exact"
+    fields: dict[StrictStr, FieldPolicyIn]
+
+
+class FamiliesIn(_Model):
+    access: FamilyPolicyIn
+    safety: FamilyPolicyIn
+    meter: FamilyPolicyIn
+    elder: FamilyPolicyIn
+    status: FamilyPolicyIn
+
+
+# No "forever": PIPL Art. 19 asks for the shortest necessary retention of personal data.
+Duration = Annotated[StrictStr, Field(pattern=r"^\d{1,5}[hdwy]$")]
+
+
+class RetentionIn(_Model):
+    access: Duration
+    safety: Duration
+    meter: Duration
+    elder: Duration
+    device_status: Duration
+    liveness: Duration
+
+
+class PolicyIn(_Model):
+    version: Literal[1]
+    coarse_time_s: Annotated[StrictInt, Field(ge=1, le=31 * 86_400)] = 900
+    age_on: Literal["event_date"] | date = "event_date"
+    position_decimals: Annotated[StrictInt, Field(ge=0, le=6)] = 2
+    retention: RetentionIn
+    families: FamiliesIn
+
+
+# -- the checked, compiled policy ----------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Action:
+    op: str  # one of OPERATORS
+    output: str | None = None  # the output field (keep: the field itself; drop: None)
+    to: str | None = None  # the generaliser
+
+
+@dataclass(slots=True, frozen=True)
+class FieldPolicy:
+    name: str
+    data_class: DataClass
+    actions: tuple[Action, ...]
+
+    @property
+    def kept_only(self) -> bool:
+        return tuple(a.op for a in self.actions) == ("keep",)
+
+
+@dataclass(slots=True, frozen=True)
+class FamilyPolicy:
+    name: str  # a `FAMILY_KEYS` entry
+    location: str  # keep | coarse
+    time: str  # exact | coarse
+    fields: Mapping[str, FieldPolicy]
+
+    def outputs(self) -> dict[str, str]:
+        """Every output field this family can store → the input field it comes from."""
+        return {
+            action.output: spec.name
+            for spec in self.fields.values()
+            for action in spec.actions
+            if action.output is not None
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Retention:
+    text: str  # as written: 30d, 12w, 1y
+    seconds: int
+
+    @property
+    def influx(self) -> str:
+        """An InfluxQL duration literal (InfluxQL has no years: 1y = 365d)."""
+        if self.seconds % 86_400 == 0:
+            return f"{self.seconds // 86_400}d"
+        return f"{self.seconds // 3600}h"
+
+
+@dataclass(slots=True, frozen=True)
+class Policy:
+    source: str
+    families: Mapping[str, FamilyPolicy]
+    retention: Mapping[str, Retention]  # by measurement (MEASUREMENTS)
+    coarse_time_s: int
+    age_on: date | None  # None: the date of each event
+    position_decimals: int
+
+    def missing_fields(self) -> dict[str, list[str]]:
+        """Canonical fields the policy does not name (they are dropped): by family.
+
+        Loading allows it so that a new model field never stops a running deployment, but the
+        shipped policy must have none (a unit test), and the gateway should warn at start.
+        """
+        out: dict[str, list[str]] = {}
+        for key, model in MODELS.items():
+            missing = [name for name in model.model_fields if name not in self.families[key].fields]
+            if missing:
+                out[key] = missing
+        return out
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a policy must not."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def default_policy_text() -> str:
+    return resources.files("privacy").joinpath("policy.yaml").read_text(encoding="utf-8")
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """The policy in `path`, or the shipped default (`privacy/policy.yaml`)."""
+    if path is None:
+        return parse_policy(default_policy_text(), source="privacy/policy.yaml (default)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"privacy policy {path} cannot be read: {exc}") from None
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"privacy policy {source} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"privacy policy {source} must be a mapping with version: 1")
+    try:
+        parsed = PolicyIn.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise _invalid(source, problems) from None
+    problems = []
+    families: dict[str, FamilyPolicy] = {}
+    for key in FAMILY_KEYS:
+        family_in: FamilyPolicyIn = getattr(parsed.families, key)
+        families[key] = _check_family(key, family_in, problems)
+    retention = {name: _retention(getattr(parsed.retention, name)) for name in MEASUREMENTS}
+    _check_retention(retention, problems)
+    if problems:
+        raise _invalid(source, problems)
+    return Policy(
+        source=source,
+        families=families,
+        retention=retention,
+        coarse_time_s=parsed.coarse_time_s,
+        age_on=None if parsed.age_on == "event_date" else parsed.age_on,
+        position_decimals=parsed.position_decimals,
+    )
+
+
+def _invalid(source: str, problems: list[str]) -> ConfigError:
+    shown = problems[:20]
+    more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return ConfigError(f"privacy policy {source} is invalid:\n  " + "\n  ".join(shown) + more)
+
+
+def _check_family(key: str, family: FamilyPolicyIn, problems: list[str]) -> FamilyPolicy:
+    classes = field_classes(MODELS[key])
+    fields: dict[str, FieldPolicy] = {}
+    outputs: dict[str, str] = {}
+    for name, spec in family.fields.items():
+        path = f"families.{key}.fields.{name}"
+        if name not in classes:
+            problems.append(
+                f"{path}: {name!r} is not a canonical {key} field "
+                f"(devices.models: {', '.join(classes)})"
+            )
+            continue
+        if spec.data_class is not classes[name]:
+            problems.append(
+                f"{path}.class: {spec.data_class.value} disagrees with devices.models, "
+                f"which classes {name} as {classes[name].value}"
+            )
+            continue
+        actions = _check_actions(path, name, spec, problems)
+        for action in actions:
+            if action.output is None:
+                continue
+            _check_output(path, name, action, classes, outputs, problems)
+            outputs.setdefault(action.output, name)
+        fields[name] = FieldPolicy(name, spec.data_class, actions)
+    return FamilyPolicy(key, family.location, family.time, fields)
+
+
+def _check_actions(
+    path: str, name: str, spec: FieldPolicyIn, problems: list[str]
+) -> tuple[Action, ...]:
+    ops = [a.op for a in spec.actions]
+    if not ops:
+        problems.append(f"{path}.actions: empty; write [drop] to drop the field")
+        return ()
+    if "drop" in ops and len(ops) > 1:
+        problems.append(f"{path}.actions: drop cannot be combined with other actions")
+    if ops.count("keep") > 1:
+        problems.append(f"{path}.actions: keep appears twice")
+    allowed = ALLOWED_OPERATORS[spec.data_class]
+    out: list[Action] = []
+    for i, action in enumerate(spec.actions):
+        where = f"{path}.actions.{i}"
+        if action.op not in allowed:
+            problems.append(
+                f"{where}: {action.op} is not allowed for {spec.data_class.value} data "
+                f"(allowed: {', '.join(sorted(allowed))})"
+            )
+            continue
+        if action.op == "pseudonymise" and name not in _PSEUDONYMISABLE:
+            problems.append(f"{where}: {name} is not an identifier that can be pseudonymised")
+            continue
+        if action.op == "mask" and name not in MASKS:
+            problems.append(f"{where}: there is no mask for {name}")
+            continue
+        if action.op == "generalise":
+            to = action.to or ""
+            if to == "coarse_time":
+                problems.append(
+                    f"{where}: coarse_time generalises the reading's time, not a field: "
+                    f"set families.<family>.time: coarse"
+                )
+                continue
+            if name not in GENERALISER_FIELDS.get(to, frozenset()):
+                problems.append(f"{where}: {to} cannot be derived from {name}")
+                continue
+        output = name if action.op == "keep" else action.output
+        out.append(Action(action.op, output, action.to))
+    return tuple(out)
+
+
+def _check_output(
+    path: str,
+    name: str,
+    action: Action,
+    classes: Mapping[str, DataClass],
+    outputs: Mapping[str, str],
+    problems: list[str],
+) -> None:
+    output = action.output or ""
+    if action.op == "keep":
+        pass
+    elif not OUTPUT_NAME.fullmatch(output):
+        problems.append(f"{path}: output {output!r} must match [a-z][a-z0-9_]{{0,63}}")
+    elif output in RESERVED_OUTPUTS:
+        problems.append(f"{path}: output {output!r} is a name storage uses itself")
+    elif classes.get(output) in (DataClass.DIRECT_IDENTIFIER, DataClass.BIOMETRIC):
+        problems.append(
+            f"{path}: output {output!r} would look like the raw {output} field; "
+            f"name it after what it is (e.g. {output}_masked)"
+        )
+    if output in outputs:
+        problems.append(f"{path}: output {output!r} is also written by {outputs[output]}")
+
+
+def _retention(text: str) -> Retention:
+    match = _DURATION.fullmatch(text)
+    assert match is not None  # the model's pattern checked it
+    return Retention(text, int(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+def _check_retention(retention: Mapping[str, Retention], problems: list[str]) -> None:
+    for name, r in retention.items():
+        if r.seconds < 3600:
+            problems.append(f"retention.{name}: InfluxDB keeps data at least 1h")
+    meter = retention["meter"].seconds
+    for sensitive in ("access", "elder"):  # R3.7: health and access shorter than meters
+        if retention[sensitive].seconds >= meter:
+            problems.append(
+                f"retention.{sensitive}: must be shorter than retention.meter "
+                f"({sensitive} data is more sensitive, R3.7)"
+            )
