@@ -21,7 +21,7 @@ SERVICES := scripts/services.sh
 # root needs no sudo; anyone else installs Debian packages through it
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help venv services stop lint test demo bench clean
+.PHONY: help venv services stop lint test demo bench clean key
 
 help: ## list the targets
 	@echo "gridgate make targets:"
@@ -61,10 +61,15 @@ lint: $(STAMP) ## ruff check + mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) services lint ## venv, services, lint, then pytest -n 2
+test: $(STAMP) services key lint ## venv, services, lint, then pytest -n 2
 	$(VENV)/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
 
-demo: $(STAMP) services ## run the end-to-end demo against the local services
+KEY_FILE := .run/gridgate/pseudonym.key
+
+key: $(STAMP) ## create the local pseudonymisation key (.run/gridgate/pseudonym.key) if missing
+	@$(VENV)/bin/python -m privacy.keys ensure $(KEY_FILE)
+
+demo: $(STAMP) services key ## run the end-to-end demo against the local services
 	$(VENV)/bin/gridgate demo $(DEMO_ARGS)
 
 bench: $(STAMP) services ## ingest benchmark against the local services

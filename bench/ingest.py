@@ -32,6 +32,7 @@ from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
 from gateway.storage.retention import qualified
+from privacy.keys import KeyRing
 from tests.integration.mqtt_util import drop_session, publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,7 @@ def gateway_rate(msgs: list[tuple[str, bytes]], community: str, args: argparse.N
         "GRIDGATE_MQTT_CLIENT_ID": client_id,
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
         "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(KeyRing.generate_file(tmp / "pseudonym.key") and tmp / "pseudonym.key"),
         "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
         "GRIDGATE_BATCH_SIZE": str(args.batch_size),
         "GRIDGATE_LOG_LEVEL": "INFO",

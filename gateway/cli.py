@@ -1,4 +1,4 @@
-"""The `gridgate` command: run | demo | simulate | decode | registry."""
+"""The `gridgate` command: run | demo | simulate | decode | registry | audit."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +79,10 @@ async def _run(settings: Settings, progress: bool) -> int:
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     """The simulated community through the real services: fleet → registry → gateway."""
+    from gateway.audit_store import AuditStore
     from gateway.registry import Registry
     from gateway.registry.importer import import_file
-    from gateway.service import run_gateway
+    from gateway.service import load_keyring, run_gateway
     from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
     from gateway.storage.retention import qualified
     from simulators.community import build_community
@@ -90,8 +93,11 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     community = build_community(args.households, args.seed, args.community)
     fleet = community.write_fleet(Path(".run/gridgate") / f"fleet-{args.community}.yaml")
-    with Registry.open(settings.registry_url) as registry:
-        report = await asyncio.to_thread(import_file, registry, fleet)
+    audit = AuditStore(settings.audit_path)
+    with Registry.open(settings.registry_url, audit=audit) as registry:
+        report = await asyncio.to_thread(
+            partial(import_file, registry, fleet, keyring=load_keyring(settings))
+        )
     print(f"gridgate demo: {report.summary()}", file=sys.stderr)
 
     stop = asyncio.Event()
@@ -163,7 +169,10 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from privacy.baseline import BaselinePrivacy
+    from gateway.service import load_keyring
+    from privacy.deidentify import Deidentifier
+    from privacy.keys import KeyRing
+    from privacy.policy import load_policy
 
     adapter = ADAPTERS.get(args.adapter)
     if adapter is None:
@@ -180,7 +189,6 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
         payload = args.payload.encode()
     else:
         payload = sys.stdin.buffer.read()
-    privacy = BaselinePrivacy()
     try:
         now = time.time_ns()
         readings = [
@@ -190,6 +198,13 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
     except RejectedInput as exc:
         print(f"rejected: {exc.reason}: {exc.detail}", file=sys.stderr)
         return 1
+    try:
+        keyring = load_keyring(settings)
+    except ConfigError:
+        keyring = KeyRing([("tmp", os.urandom(32))])
+        print("decode: no pseudonymisation key configured; pseudonyms below use a throwaway key",
+              file=sys.stderr)  # fmt: skip
+    privacy = Deidentifier(load_policy(settings.privacy_policy), keyring)
     out: list[dict[str, Any]] = []
     for reading in readings:
         kept = privacy.apply(reading)
@@ -219,6 +234,7 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway import audit_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
@@ -245,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_arguments(simulate)
 
     registry_cli.add_arguments(sub)
+    audit_cli.add_arguments(sub)
 
     decode = sub.add_parser("decode", help="decode one message and print canonical readings")
     decode.add_argument("--adapter", default="gridgate_json")
@@ -272,8 +289,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _decode(args, settings)
         if args.command == "registry":
             from gateway.registry import cli as registry_cli
+            from gateway.service import load_keyring
 
-            return registry_cli.run(args, settings.registry_url)
+            return registry_cli.run(
+                args,
+                settings.registry_url,
+                keyring=lambda: load_keyring(settings),  # only files with residents need it
+                audit_path=settings.audit_path,
+            )
+        if args.command == "audit":
+            from gateway import audit_cli
+
+            return audit_cli.run(args, settings.audit_path)
         _tune_gc()
         if args.command == "run":
             return asyncio.run(_run(settings, progress=not args.no_progress))

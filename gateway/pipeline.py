@@ -29,7 +29,6 @@ from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
-from privacy.baseline import BaselinePrivacy
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,13 @@ class DeviceDirectory(Protocol):
     """The registry as the hot path sees it: one dictionary lookup per reading."""
 
     def lookup(self, device_id: str) -> DeviceInfo | None: ...
+
+
+class Deidentify(Protocol):
+    """The privacy step (privacy.deidentify.Deidentifier): the device tells it whether a
+    face gate's installation was approved (consent rule, R3.3)."""
+
+    def apply(self, reading: Reading, device: DeviceInfo | None = None) -> Reading: ...
 
 
 LivenessListener = Callable[[LivenessEvent], None]
@@ -118,9 +124,9 @@ class Pipeline:
         deadletters: DeadLetterStore,
         *,
         adapters: AdapterRegistry,
+        privacy: Deidentify,
         config: PipelineConfig | None = None,
         metrics: GatewayMetrics | None = None,
-        privacy: BaselinePrivacy | None = None,
         directory: DeviceDirectory | None = None,
         liveness: LivenessTracker | None = None,
         retention: Mapping[str, str] | None = None,
@@ -132,7 +138,7 @@ class Pipeline:
         self.adapters = adapters
         self.config = config or PipelineConfig()
         self.metrics = metrics or GatewayMetrics()
-        self.privacy = privacy or BaselinePrivacy(self.metrics.dropped_fields)
+        self.privacy = privacy
         self.clock_ns = clock_ns
         self.directory = directory
         self.liveness = liveness if liveness is not None else LivenessTracker(clock_ns())
@@ -149,9 +155,10 @@ class Pipeline:
     def process(self, msg: Message, batch: _Batch) -> None:
         """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
         try:
-            readings = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
+            admitted = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
             lines = [
-                (self._rp(r), self.encoder.encode(self.privacy.apply(r))) for r in readings
+                (self._rp(r), self.encoder.encode(self.privacy.apply(r, info)))
+                for r, info in admitted
             ]
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
@@ -166,7 +173,7 @@ class Pipeline:
         self.metrics.readings += len(lines)
         for rp, line in lines:
             batch.add(rp, line, msg)
-        for reading in readings:
+        for reading, _ in admitted:
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
@@ -183,7 +190,7 @@ class Pipeline:
     def _liveness_rp(self) -> str | None:
         return None if self.retention is None else self.retention.get(LIVENESS_MEASUREMENT)
 
-    def _admit(self, reading: Reading, msg: Message) -> Reading:
+    def _admit(self, reading: Reading, msg: Message) -> tuple[Reading, DeviceInfo | None]:
         """Stamp, check the time, and check the device against the registry, whose location
         replaces whatever the payload claimed."""
         cfg = self.config
@@ -191,17 +198,17 @@ class Pipeline:
             reading, msg.received_ns, self.clock_ns(), cfg.max_past_s, cfg.max_future_s
         )
         if self.directory is None:
-            return reading
+            return reading, None
         info = self.directory.lookup(reading.device_id)
         if info is None:
             if self.config.require_registration:
                 raise RejectedInput("unregistered", "device is not in the registry")
-            return reading
+            return reading, None
         if info.family is not reading.family:
             raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
-        if reading.location == info.location:
-            return reading
-        return reading.with_location(info.location)
+        if reading.location != info.location:
+            reading = reading.with_location(info.location)
+        return reading, info
 
     def _liveness_changed(self, event: LivenessEvent) -> str:
         for listener in self.liveness_listeners:

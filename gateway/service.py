@@ -8,17 +8,21 @@ import logging
 import time
 
 from adapters.registry import AdapterRegistry, default_registry
-from devices.errors import StorageError
+from devices.errors import ConfigError, StorageError
+from gateway.audit_store import AuditStore
 from gateway.deadletter import DeadLetterStore
 from gateway.directory import DeviceSnapshot
 from gateway.ingest import PahoSource
 from gateway.liveness import LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline, PipelineConfig
-from gateway.registry import Registry
+from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
-from gateway.storage.retention import DEFAULT_RETENTION, influx_duration, rp_name
+from gateway.storage.retention import rp_name
+from privacy.deidentify import Deidentifier
+from privacy.keys import KeyRing
+from privacy.policy import Policy, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +47,42 @@ def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
     return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
 
 
-def retention_plan(settings: Settings) -> dict[str, str] | None:
+def load_keyring(settings: Settings) -> KeyRing:
+    """The pseudonymisation keys; ConfigError (the gateway refuses to start) if none."""
+    if settings.pseudonym_keys is not None:
+        return KeyRing.from_env_value(settings.pseudonym_keys.get_secret_value())
+    if not settings.pseudonym_key_file.exists():
+        raise ConfigError(
+            f"no pseudonymisation key: {settings.pseudonym_key_file} does not exist. Create one"
+            f" with `python -m privacy.keys ensure {settings.pseudonym_key_file}` (make demo and"
+            " make test do), or set GRIDGATE_PSEUDONYM_KEYS / GRIDGATE_PSEUDONYM_KEY_FILE"
+        )
+    return KeyRing.from_file(settings.pseudonym_key_file)
+
+
+def retention_plan(policy: Policy, settings: Settings) -> dict[str, str] | None:
     """measurement → retention policy name, or None to use the database's default."""
     if not settings.influx_retention:
         return None
-    return {measurement: rp_name(measurement) for measurement in DEFAULT_RETENTION}
+    return {measurement: rp_name(measurement) for measurement in policy.retention}
 
 
-async def setup_schema(influx: InfluxV1Client, settings: Settings) -> None:
+async def setup_schema(influx: InfluxV1Client, policy: Policy, settings: Settings) -> None:
     await influx.ensure_database()
     if settings.influx_retention:
-        for measurement, duration in DEFAULT_RETENTION.items():
-            await influx.ensure_retention_policy(rp_name(measurement), influx_duration(duration))
+        for measurement, retention in policy.retention.items():
+            await influx.ensure_retention_policy(rp_name(measurement), retention.influx)
 
 
 async def ensure_database(
-    influx: InfluxV1Client, settings: Settings, stop: asyncio.Event
+    influx: InfluxV1Client, policy: Policy, settings: Settings, stop: asyncio.Event
 ) -> bool:
     """Create database and retention policies, waiting for InfluxDB to come up; False if
     stopped first."""
     delay = 0.5
     while not stop.is_set():
         try:
-            await setup_schema(influx, settings)
+            await setup_schema(influx, policy, settings)
             return True
         except StorageError as exc:
             if not exc.retryable:
@@ -107,6 +124,11 @@ async def run_gateway(
     """Run until `stop` is set; returns the final counters. `ready` is set once subscribed."""
     metrics = metrics or GatewayMetrics()
     adapters = adapters or default_registry(settings.community)
+    # Privacy first: no key or a bad policy means the gateway does not start at all.
+    policy = load_policy(settings.privacy_policy)
+    keyring = load_keyring(settings)
+    if missing := policy.missing_fields():
+        log.warning("privacy policy does not name %s: those fields are dropped", missing)
     password = settings.influx_password.get_secret_value() if settings.influx_password else None
     async with InfluxV1Client(
         settings.influx_url,
@@ -115,17 +137,23 @@ async def run_gateway(
         password=password,
         timeout_s=settings.influx_timeout_s,
     ) as influx:
-        influx.setup_schema = lambda: setup_schema(influx, settings)
-        if not await ensure_database(influx, settings, stop):
+        influx.setup_schema = lambda: setup_schema(influx, policy, settings)
+        if not await ensure_database(influx, policy, settings, stop):
             return metrics
         deadletters = DeadLetterStore(settings.deadletter_path, settings.deadletter_max_rows)
-        registry = Registry.open(settings.registry_url)
+        audit = AuditStore(settings.audit_path)
+        registry = Registry.open(settings.registry_url, audit=audit)
         directory = DeviceSnapshot(registry.all_devices)
         liveness = LivenessTracker(
             time.time_ns(),
             {"mains": settings.offline_after_mains_s, "battery": settings.offline_after_battery_s},
         )
         directory.on_reload.append(liveness.register_all)
+        # Consent per face event from a cache the registry updates on every change made in
+        # this process (at once) and reloads for changes made elsewhere.
+        privacy = Deidentifier(
+            policy, keyring, face_consent=ConsentCache(registry), counts=metrics.dropped_fields
+        )
         log.info("registry: %d devices", directory.reload())
         mqtt_password = (
             settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
@@ -148,11 +176,12 @@ async def run_gateway(
                     influx,
                     deadletters,
                     adapters=adapters,
+                    privacy=privacy,
                     config=pipeline_config(settings),
                     metrics=metrics,
                     directory=directory,
                     liveness=liveness,
-                    retention=retention_plan(settings),
+                    retention=retention_plan(policy, settings),
                 )
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(directory.keep_fresh(stop, settings.registry_refresh_s))

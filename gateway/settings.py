@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     max_past_s: float = Field(default=30 * 86400, gt=0)
     max_future_s: float = Field(default=300, ge=0)
 
+    # Privacy: the per-field policy file (default: the shipped privacy/policy.yaml) and the
+    # pseudonymisation keys — "k2:<hex>,k1:<hex>" (first is current) or a key file. The gateway
+    # refuses to start without a real key: `python -m privacy.keys ensure FILE` makes one.
+    privacy_policy: Path | None = None
+    pseudonym_keys: SecretStr | None = None
+    pseudonym_key_file: Path = Path(".run/gridgate/pseudonym.key")
+
     # Device registry (SQLAlchemy URL; PostgreSQL for several gateway processes)
     registry_url: str = "sqlite:///.run/gridgate/registry.sqlite3"
     require_registration: bool = True  # dead-letter readings of devices not in the registry
@@ -60,6 +67,7 @@ class Settings(BaseSettings):
     liveness_sweep_s: float = Field(default=5.0, gt=0)
     liveness_flush_s: float = Field(default=10.0, gt=0, description="registry last-seen writes")
 
+    audit_path: Path = Path(".run/gridgate/audit.sqlite3")  # hash-chained, append-only
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
     deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -43,7 +43,7 @@ HOUSEHOLDS_PER_GRID = 300  # seed 003: a grid is a few hundred households
 HOUSEHOLDS_PER_BUILDING = 100
 UNITS_PER_BUILDING = 4
 ELDER_ALONE_SHARE = 0.08
-FACE_CONSENT_SHARE = 0.70
+FACE_CONSENT_SHARE = 0.70  # households, and separately residents (R3.3: consent is per person)
 CAR_SHARE = 0.45  # households with a registered vehicle
 HOUSEHOLDS_PER_GRID_WORKER = 150
 DEFAULT_COMMUNITY = "xf"
@@ -164,9 +164,14 @@ class Household:
     elder_alone: bool
     face_consent: bool
     residents: tuple[Resident, ...]
+    resident_consent: tuple[bool, ...] = ()  # per resident, same order as `residents`
 
     def location(self, community: str) -> Location:
         return Location(community, self.grid, self.building, self.unit, self.room)
+
+    def resident_id(self, index: int) -> str:
+        """``r-xf-b03-u2-1201-1``: the registry's id of `residents[index]` (no personal data)."""
+        return f"r-{self.id.removeprefix('h-')}-{index + 1}"
 
     @property
     def place(self) -> str:
@@ -202,6 +207,7 @@ class CommunityDevice:
             household=self.household,
             power=self.power,
             installed=self.installed,
+            gate_approved=bool(self.gate_approved),
         )
 
 
@@ -360,6 +366,18 @@ class Community:
                 }
                 for m in self.members
             ],
+            # The property firm's resident list: ID numbers become pseudonyms on import and
+            # are never stored; consent is per person (R3.3).
+            "residents": [
+                {
+                    "id": h.resident_id(i),
+                    "household": h.id,
+                    "id_number": r.id_number,
+                    "face_consent": h.resident_consent[i],
+                }
+                for h in self.households
+                for i, r in enumerate(h.residents)
+            ],
         }
 
     def fleet_yaml(self) -> str:
@@ -384,7 +402,7 @@ class Community:
                 out.append(f"        name: {_scalar(b['name'])}")
                 out.append("        units:")
                 out.extend(f"          - {_flow(u)}" for u in b["units"])
-        for key in ("households", "devices", "members"):
+        for key in ("households", "devices", "members", "residents"):
             out.append(f"{key}:")
             out.extend(f"  - {_flow(row)}" for row in data[key])
         return "\n".join(out) + "\n"
@@ -393,6 +411,8 @@ class Community:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
+        tmp.touch(mode=0o600)  # it lists residents' (invented) ID numbers: owner-only
+        tmp.chmod(0o600)
         tmp.write_text(self.fleet_yaml(), encoding="utf-8")
         tmp.replace(target)  # a reader never sees half a file
         return target
@@ -490,7 +510,11 @@ def _resident(rng: Random, *, elder: bool, plate: bool) -> Resident:
     )
 
 
-def _households(code: str, grids: Sequence[Grid], rng: Random) -> tuple[Household, ...]:
+def _households(
+    code: str, grids: Sequence[Grid], rng: Random, consent_rng: Random
+) -> tuple[Household, ...]:
+    """Households and their residents; `consent_rng` draws residents' consent apart from the
+    rest, so adding it left every other generated value as it was."""
     places = [
         (g.code, b.code, u.code, room) for g in grids for b in g.buildings for u in b.units
         for room in u.rooms
@@ -513,6 +537,9 @@ def _households(code: str, grids: Sequence[Grid], rng: Random) -> tuple[Househol
                 elder_alone=alone,
                 face_consent=rng.random() < FACE_CONSENT_SHARE,
                 residents=residents,
+                resident_consent=tuple(
+                    consent_rng.random() < FACE_CONSENT_SHARE for _ in residents
+                ),
             )
         )
     return tuple(out)
@@ -567,7 +594,7 @@ def build_community(
     usable = formats.available_adapters() if adapters is None else adapters
     root = f"gridgate-community:{seed}:{community}"
     grids = _layout(households, Random(f"{root}:layout"))
-    homes = _households(community, grids, Random(f"{root}:households"))
+    homes = _households(community, grids, Random(f"{root}:households"), Random(f"{root}:consent"))
     mix_rng = Random(f"{root}:adapters")
     misc_rng = Random(f"{root}:devices")
     ids = _Ids(community)

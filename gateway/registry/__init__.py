@@ -1,10 +1,13 @@
-"""Device and grid-member registry (R1.2, R3.3, R5.1): places, households, devices, members.
+"""Device and grid-member registry (R1.2, R3.3, R5.1): places, households, devices, members,
+and residents with their consent, known only by pseudonyms of their ID numbers.
 
-`Registry` is the store; `import_file` loads a property firm's fleet file (docs/fleet-file.md).
+`Registry` is the store; `import_file` loads a property firm's fleet file (docs/fleet-file.md);
+`rekey_file` adds residents' pseudonyms under a new key after a key rotation.
 """
 
-from gateway.registry.importer import FleetFileError, ImportReport, import_file
+from gateway.registry.importer import FleetFileError, ImportReport, import_file, rekey_file
 from gateway.registry.records import (
+    AccessRole,
     ChannelKind,
     ContactChannel,
     DeviceDetail,
@@ -15,13 +18,18 @@ from gateway.registry.records import (
     PlaceNode,
     Power,
     RegistryCounts,
+    RequestStatus,
+    Resident,
     Role,
     place_key,
 )
-from gateway.registry.store import Registry
+from gateway.registry.store import AuditSink, ConsentCache, Registry
 
 __all__ = [
+    "AccessRole",
+    "AuditSink",
     "ChannelKind",
+    "ConsentCache",
     "ContactChannel",
     "DeviceDetail",
     "FleetFileError",
@@ -34,7 +42,10 @@ __all__ = [
     "Power",
     "Registry",
     "RegistryCounts",
+    "RequestStatus",
+    "Resident",
     "Role",
     "import_file",
     "place_key",
+    "rekey_file",
 ]

@@ -1,4 +1,9 @@
-"""``gridgate registry import FILE [--dry-run]`` and ``gridgate registry show [DEVICE_ID]``.
+"""``gridgate registry import FILE [--dry-run]``, ``gridgate registry rekey FILE [--dry-run]``
+and ``gridgate registry show [DEVICE_ID]``.
+
+A file with residents needs the pseudonym key ring (their ID numbers become pseudonyms);
+``rekey`` adds pseudonyms under a key newly put into the ring (after a rotation). Consent and
+vault changes go to the audit log when `run` is given its path.
 
 Exit status: 0 done; 1 the file was refused (every problem is printed to stderr as
 ``FILE:LINE: reason``) or the device is unknown; 2 the file or the registry cannot be used.
@@ -6,7 +11,8 @@ Output names members by id, role and name only: contact targets (phone numbers, 
 that may carry secrets) are never printed.
 
 Until `gateway/cli.py` wires it in, ``python -m gateway.registry.cli`` runs it standalone
-against ``GRIDGATE_REGISTRY_URL``.
+against ``GRIDGATE_REGISTRY_URL``, ``GRIDGATE_AUDIT_PATH`` and the key ring of
+``GRIDGATE_PSEUDONYM_KEYS`` / ``GRIDGATE_PSEUDONYM_KEY_FILE``.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.registry.importer import FleetFileError, import_file
+from devices.errors import ConfigError
+from gateway.audit_store import AuditLogError, AuditStore
+from gateway.registry.importer import NEEDS_KEYRING, FleetFileError, import_file, rekey_file
 from gateway.registry.records import ROLE_LABELS, Role
 from gateway.registry.store import Registry
+from privacy.keys import ENV_VAR, FILE_ENV_VAR, KeyRing
 
 DEFAULT_URL = "sqlite:///.run/gridgate/registry.sqlite3"
 
@@ -32,47 +41,98 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     registry = subparsers.add_parser("registry", help="device and grid-member registry")
     sub = registry.add_subparsers(dest="registry_command", required=True)
     imp = sub.add_parser(
-        "import", help="import a property firm's fleet file (.yaml community, .csv devices/members)"
+        "import",
+        help="import a property firm's fleet file (.yaml community; .csv devices, members or"
+        " residents)",
     )
     imp.add_argument("file", type=Path)
     imp.add_argument(
         "--dry-run", action="store_true", help="check everything and report, write nothing"
     )
+    rekey = sub.add_parser(
+        "rekey",
+        help="after a key rotation: add residents' pseudonyms under every key of the ring",
+    )
+    rekey.add_argument("file", type=Path, help="the fleet file (or residents CSV) with residents")
+    rekey.add_argument("--dry-run", action="store_true", help="check and count, write nothing")
     show = sub.add_parser("show", help="counts, or one device with its place and members")
     show.add_argument("device_id", nargs="?")
 
 
-def run(args: argparse.Namespace, registry_url: str) -> int:
+def run(
+    args: argparse.Namespace,
+    registry_url: str,
+    *,
+    keyring: KeyRing | Callable[[], KeyRing] | None = None,
+    audit_path: Path | None = None,
+) -> int:
+    """`keyring` (or a loader such as `KeyRing.load`, called only by import and rekey) for
+    files with residents; `audit_path` to audit consent and vault changes."""
+    ring: KeyRing | None = None
+    ring_error = f"no key ring configured ({ENV_VAR} or {FILE_ENV_VAR})"
+    if args.registry_command in ("import", "rekey"):
+        try:
+            ring = keyring() if callable(keyring) else keyring
+        except ConfigError as exc:  # fine for a file without residents; said if it has some
+            ring_error = str(exc)
+        if ring is None and args.registry_command == "rekey":
+            print(f"gridgate registry: rekey needs the pseudonym key ring: {ring_error}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    audit: AuditStore | None = None
     try:
-        registry = Registry.open(registry_url)
-    except (SQLAlchemyError, OSError) as exc:
+        if audit_path is not None and args.registry_command in ("import", "rekey"):
+            audit = AuditStore(audit_path)
+        registry = Registry.open(registry_url, audit=audit)
+    except (SQLAlchemyError, OSError, AuditLogError) as exc:
         print(f"gridgate registry: cannot open the registry: {exc}", file=sys.stderr)
+        if audit is not None:
+            audit.close()
         return 2
     try:
-        if args.registry_command == "import":
-            return _import(registry, args.file, args.dry_run)
+        if args.registry_command in ("import", "rekey"):
+            rekey = args.registry_command == "rekey"
+            return _import(registry, args.file, args.dry_run, ring, ring_error, rekey=rekey)
         return _show(registry, args.device_id)
     except SQLAlchemyError as exc:
         print(f"gridgate registry: database error: {exc}", file=sys.stderr)
         return 2
     finally:
         registry.close()
+        if audit is not None:
+            audit.close()
 
 
-def _import(registry: Registry, path: Path, dry_run: bool) -> int:
+def _import(
+    registry: Registry,
+    path: Path,
+    dry_run: bool,
+    keyring: KeyRing | None,
+    ring_error: str,
+    *,
+    rekey: bool,
+) -> int:
     try:
-        report = import_file(registry, path, dry_run=dry_run)
+        if rekey:
+            assert keyring is not None
+            summary = rekey_file(registry, path, keyring, dry_run=dry_run).summary()
+            notices = []
+        else:
+            report = import_file(registry, path, dry_run=dry_run, keyring=keyring)
+            summary, notices = report.summary(), report.notices
     except FleetFileError as exc:
         for problem in exc.problems:
             print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
         print(f"{path}: {len(exc.problems)} problem(s); nothing imported", file=sys.stderr)
+        if keyring is None and any(NEEDS_KEYRING in p.message for p in exc.problems):
+            print(f"gridgate registry: {ring_error}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"gridgate registry: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    for notice in report.notices:
+    for notice in notices:
         print(f"{path}:{notice.line}: note: {notice.message}", file=sys.stderr)
-    print(report.summary())
+    print(summary)
     return 0
 
 
@@ -90,6 +150,7 @@ def _show(registry: Registry, device_id: str | None) -> int:
               f"{c.devices_online}, offline {c.devices_offline})")  # fmt: skip
         roles = {f"{r} {ROLE_LABELS[Role(r)]}": n for r, n in sorted(c.members_by_role.items())}
         print(f"members     {c.members:>7}  ({parts(roles)})")
+        print(f"residents   {c.residents:>7}  (face consent {c.residents_face_consent})")
         return 0
     detail = registry.device_detail(device_id)
     if detail is None:
@@ -127,7 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gridgate")
     add_arguments(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return run(args, os.environ.get("GRIDGATE_REGISTRY_URL", DEFAULT_URL))
+    audit_env = os.environ.get("GRIDGATE_AUDIT_PATH")  # standalone: audited when it is set
+    audit_path = Path(audit_env) if audit_env else None
+    return run(
+        args,
+        os.environ.get("GRIDGATE_REGISTRY_URL", DEFAULT_URL),
+        keyring=KeyRing.load,
+        audit_path=audit_path,
+    )
 
 
 if __name__ == "__main__":

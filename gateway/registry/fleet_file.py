@@ -1,11 +1,13 @@
 """Reading the fleet file a property firm hands over (R1.2): YAML for a whole community, CSV
-for a list of devices or of grid members. The format is described in docs/fleet-file.md.
+for a list of devices, grid members or residents. The format is described in docs/fleet-file.md.
 
 Parsing never stops at the first mistake: every row is checked and every problem is kept with
 its line number, so the firm can fix the whole file in one round. References between rows
 (place codes, households) are checked by `importer`, which also sees the registry's contents.
 
-Problems name ids and codes but never echo names, phone numbers or webhook URLs.
+Problems name ids and codes but never echo names, ID numbers, phone numbers or webhook URLs.
+Residents' ID numbers live only in `ResidentEntry` (kept out of its repr): the importer turns
+them into pseudonyms and the raw number is never stored.
 """
 
 from __future__ import annotations
@@ -50,8 +52,15 @@ DEVICE_COLUMNS = (
 DEVICE_OPTIONAL_COLUMNS = ("gate_approved",)
 MEMBER_COLUMNS = ("member_id", "name", "role", "community", "grid", "building", "unit", "channels")
 MEMBER_OPTIONAL_COLUMNS = ("active",)
+RESIDENT_COLUMNS = ("resident_id", "household", "id_number", "face_consent")
+RESIDENT_OPTIONAL_COLUMNS = ("face_consent_at",)
 PLACE_KEYS = ("community", "grid", "building", "unit", "room")
 
+# GB 11643-1999 resident ID number: 6-digit region, birth date, 3-digit sequence, ISO 7064
+# MOD 11-2 check character.
+_ID_NUMBER = re.compile(r"\d{17}[\dX]")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
 _DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})")
 _PHONE = re.compile(r"\+?[0-9]{5,15}")
 _APP_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,255}")
@@ -63,7 +72,7 @@ _ROLES = {r.value: r for r in Role}
 _KINDS = {k.value: k for k in ChannelKind}
 _POWERS = {p.value: p for p in Power}
 
-FileKind = Literal["yaml", "devices_csv", "members_csv"]
+FileKind = Literal["yaml", "devices_csv", "members_csv", "residents_csv"]
 E = TypeVar("E")
 
 
@@ -131,6 +140,16 @@ class DeviceEntry:
 
 
 @dataclass(slots=True, frozen=True)
+class ResidentEntry:
+    id: str
+    household: str
+    id_number: str = field(repr=False)  # raw: pseudonymised by the importer, never stored
+    face_consent: bool | None  # None: the file says nothing, keep what is recorded
+    face_consent_ns: int | None
+    line: int
+
+
+@dataclass(slots=True, frozen=True)
 class MemberEntry:
     id: str
     name: str
@@ -148,10 +167,13 @@ class FleetFile:
     households: list[HouseholdEntry] = field(default_factory=list)
     devices: list[DeviceEntry] = field(default_factory=list)
     members: list[MemberEntry] = field(default_factory=list)
+    residents: list[ResidentEntry] = field(default_factory=list)
     # The communities this file speaks for: members' scopes there are replaced by the file's.
     communities: set[str] = field(default_factory=set)
     # Households whose own row is bad: devices naming them are not reported a second time.
     broken_households: set[str] = field(default_factory=set)
+    # Household references of resident rows already refused: (what, household id, line).
+    extra_household_refs: list[tuple[str, str, int]] = field(default_factory=list)
     # Place references of rows already refused for another reason: still checked, so that one
     # round of fixes is enough. (what, reference, role whose scope level to check)
     extra_refs: list[tuple[str, PlaceRef, Role | None]] = field(default_factory=list)
@@ -363,6 +385,23 @@ class _Fields:
         return PlaceRef(line=self.line, **codes)
 
 
+def normalise_id_number(text: str) -> str | None:
+    """The canonical form (trimmed, upper-case X) of a valid resident ID number, else None.
+
+    Pseudonyms are made from this form, so a ``x`` typed in a spreadsheet and the ``X`` a
+    gate reads from the card give the same pseudonym.
+    """
+    value = text.strip().upper()
+    if _ID_NUMBER.fullmatch(value) is None:
+        return None
+    try:
+        date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return None
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    return value if _ID_CHECK[total % 11] == value[17] else None
+
+
 def parse_date(text: str) -> date | None:
     m = _DATE.fullmatch(text.strip())
     if m is None:
@@ -439,6 +478,14 @@ class _Ids:
         return True
 
 
+class _ResidentIds(_Ids):
+    """Duplicate resident ids, and one person listed twice (the same ID number)."""
+
+    def __init__(self, what: str, problems: list[Problem]) -> None:
+        super().__init__(what, problems)
+        self.numbers: dict[str, tuple[str, int]] = {}
+
+
 # -- rows common to YAML and CSV ------------------------------------------------------------
 
 
@@ -477,15 +524,50 @@ def _device(
     )
 
 
+def _resident(f: _Fields, out: FleetFile, ids: _ResidentIds) -> None:
+    rid = f.ident("id")
+    f.what = f"resident {rid}" if rid else f.what
+    household = f.ident("household")
+    raw = f.raw("id_number")
+    number: str | None = None
+    if raw is None:
+        f.problem("missing id_number")
+    elif not isinstance(raw, str):
+        f.problem("id_number must be text (quote it)")
+    else:
+        number = normalise_id_number(raw)
+        if number is None:  # never echo the value: it is personal data
+            f.problem(
+                "id_number is not a valid resident ID number (18 characters, birth date and"
+                " check digit per GB 11643; a spreadsheet may have turned it into 1.1E+17)"
+            )
+    consent = f.flag("face_consent")
+    consent_ns = f.instant_ns("face_consent_at")
+    if consent_ns is not None and consent is None:
+        f.problem("face_consent_at without face_consent")
+    if number is not None:
+        first = ids.numbers.get(number)
+        if first is not None:
+            f.problem(f"same ID number as resident {first[0]} (line {first[1]}): one person,"
+                      " one resident row")  # fmt: skip
+        else:
+            ids.numbers[number] = (rid or f.what, f.line)
+    if f.ok and number is not None and ids.fresh(rid, f.line):
+        out.residents.append(ResidentEntry(rid, household, number, consent, consent_ns, f.line))
+    elif household:
+        out.extra_household_refs.append((f.what, household, f.line))
+
+
 # -- YAML -----------------------------------------------------------------------------------
 
-_TOP_KEYS = ("version", "community", "grids", "households", "devices", "members")
+_TOP_KEYS = ("version", "community", "grids", "households", "devices", "members", "residents")
 _DEVICE_KEYS = (
     "id", "family", "adapter", "vendor", "power", "installed", "household", "gate_approved",
     *PLACE_KEYS,
 )  # fmt: skip
 _HOUSEHOLD_KEYS = ("id", "elder_alone", "face_consent", "face_consent_at", *PLACE_KEYS)
 _MEMBER_KEYS = ("id", "name", "role", "active", "scope", "channels")
+_RESIDENT_KEYS = ("id", "household", "id_number", "face_consent", "face_consent_at")
 
 
 def parse_yaml(text: str) -> FleetFile:
@@ -519,12 +601,13 @@ def parse_yaml(text: str) -> FleetFile:
         ("households", _yaml_household),
         ("devices", _yaml_device),
         ("members", _yaml_member),
+        ("residents", _yaml_resident),
     ):
         rows = data.get(key) or []
         if not isinstance(rows, list):
             out.problems.append(Problem(_line(rows, 1), f"{key} must be a list"))
             continue
-        ids = _Ids(f"{key.rstrip('s')} id", out.problems)
+        ids = (_ResidentIds if key == "residents" else _Ids)(f"{key.rstrip('s')} id", out.problems)
         for i, row in enumerate(rows, 1):
             line = _line(row, _line(rows, 1))
             if not isinstance(row, dict):
@@ -651,6 +734,13 @@ def _yaml_member(
         out.extra_refs.extend((f.what, ref, role) for ref in scopes)
 
 
+def _yaml_resident(
+    row: Mapping[str, Any], line: int, what: str, community: str, out: FleetFile, ids: _Ids
+) -> None:
+    assert isinstance(ids, _ResidentIds)
+    _resident(_Fields(row, line, what, out.problems, _RESIDENT_KEYS), out, ids)
+
+
 def _yaml_channels(raw: Any, f: _Fields) -> tuple[ContactChannel, ...]:
     if raw is None:
         return ()
@@ -720,6 +810,9 @@ def parse_csv(text: str) -> FleetFile:
     elif "member_id" in header:
         out = FleetFile("members_csv", problems=problems)
         required, optional = MEMBER_COLUMNS, MEMBER_OPTIONAL_COLUMNS
+    elif "resident_id" in header:
+        out = FleetFile("residents_csv", problems=problems)
+        required, optional = RESIDENT_COLUMNS, RESIDENT_OPTIONAL_COLUMNS
     else:
         return FleetFile(
             "devices_csv",
@@ -728,7 +821,8 @@ def parse_csv(text: str) -> FleetFile:
                 Problem(
                     header_line,
                     "unrecognised CSV header: a devices CSV starts with "
-                    f"{','.join(DEVICE_COLUMNS)}; a members CSV with {','.join(MEMBER_COLUMNS)}",
+                    f"{','.join(DEVICE_COLUMNS)}; a members CSV with {','.join(MEMBER_COLUMNS)};"
+                    f" a residents CSV with {','.join(RESIDENT_COLUMNS)}",
                 ),
             ],
         )
@@ -751,8 +845,10 @@ def parse_csv(text: str) -> FleetFile:
         records.append((line, dict(zip(header, record, strict=True))))
     if out.kind == "devices_csv":
         _csv_devices(records, out, has_gate="gate_approved" in header)
-    else:
+    elif out.kind == "members_csv":
         _csv_members(records, out)
+    else:
+        _csv_residents(records, out)
     return out
 
 
@@ -814,11 +910,19 @@ def _csv_members(records: list[tuple[int, dict[str, str]]], out: FleetFile) -> N
             out.members.append(entry)
 
 
+def _csv_residents(records: list[tuple[int, dict[str, str]]], out: FleetFile) -> None:
+    ids = _ResidentIds("resident id", out.problems)
+    for line, record in records:
+        record["id"] = record.pop("resident_id")
+        _resident(_Fields(record, line, f"row {line}", out.problems), out, ids)
+
+
 # -- entry point ----------------------------------------------------------------------------
 
 
 def parse_file(path: Path) -> FleetFile:
-    """Parse by extension: .yaml/.yml is a community, .csv is devices or members (by header)."""
+    """Parse by extension: .yaml/.yml is a community, .csv is devices, members or residents
+    (told apart by the header)."""
     suffix = path.suffix.lower()
     notices: list[Problem] = []
     if suffix not in (".yaml", ".yml", ".csv"):

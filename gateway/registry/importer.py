@@ -8,8 +8,15 @@ communities the file speaks for (a street-office member may cover several commun
 imported from its own file). Nothing is deleted: a device missing from the file stays.
 
 Consent (R3.3): a file may withdraw face consent at any time, but may not grant it over a
-withdrawal the resident made directly (`Registry.set_face_consent`) unless the file's
-``face_consent_at`` is later; such rows are kept withdrawn and reported as notices.
+withdrawal the resident made directly (`Registry.set_face_consent`,
+`Registry.set_resident_face_consent`) unless the file's ``face_consent_at`` is later; such rows
+are kept withdrawn and reported as notices.
+
+Residents (``residents:`` or a residents CSV) carry ID numbers, which are never stored: for
+every key of the `KeyRing` the importer stores the number's pseudonym in the vault
+(`PseudonymRow`). A new key in the ring (a rotation) adds rows on the next import or
+`rekey_file`; rows made with older keys stay, so older pseudonyms keep matching. Consent
+changes and vault growth are written to the registry's audit log when one is attached.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from gateway.registry.fleet_file import (
     PlaceEntry,
     PlaceRef,
     Problem,
+    ResidentEntry,
     parse_file,
 )
 from gateway.registry.models import (
@@ -45,6 +53,8 @@ from gateway.registry.models import (
     MemberRow,
     MemberScope,
     Place,
+    PseudonymRow,
+    ResidentRow,
 )
 from gateway.registry.records import (
     KEY_SEP,
@@ -54,6 +64,12 @@ from gateway.registry.records import (
     level_of,
 )
 from gateway.registry.store import Registry, chunks
+from privacy.audit import AuditAction
+from privacy.keys import KeyRing
+from privacy.operators import pseudonymise
+
+ID_NUMBER_KIND = "id_number"  # the `pseudonymise` kind access events use for ID numbers
+NEEDS_KEYRING = "need the pseudonym key ring"  # in the problem a file with residents gets
 
 
 class FleetFileError(ConfigError):
@@ -84,29 +100,81 @@ class ImportReport:
     households: Tally = field(default_factory=Tally)
     devices: Tally = field(default_factory=Tally)
     members: Tally = field(default_factory=Tally)
+    residents: Tally = field(default_factory=Tally)
+    vault: VaultChange | None = None
     notices: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    audited: bool = False  # consent and vault changes went to the audit log
 
     def summary(self) -> str:
         verb = "checked (dry run, nothing written)" if self.dry_run else "imported"
-        return (
+        text = (
             f"{verb} {self.path.name} in {self.seconds:.2f} s: places {self.places}, "
             f"households {self.households}, devices {self.devices}, members {self.members}"
+        )
+        if self.residents.total:
+            text += f", residents {self.residents}"
+        if self.vault is not None:
+            text += f"; {self.vault}"
+        return text
+
+
+@dataclass(slots=True)
+class VaultChange:
+    """What an import or rekey did to the pseudonym vault."""
+
+    kids: tuple[str, ...]  # the ring's key ids, current first
+    rows_added: int = 0
+    rows_removed: int = 0  # a resident's ID number was corrected: old pseudonyms dropped
+    rotated: list[str] = field(default_factory=list)  # kids newly added for known residents
+    # pseudonym → consent to tell the gateway's caches (False: gone or withdrawn)
+    consent_changes: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        text = f"pseudonym vault +{self.rows_added} rows under {', '.join(self.kids)}"
+        if self.rows_removed:
+            text += f", {self.rows_removed} replaced"
+        return text
+
+
+@dataclass(slots=True)
+class RekeyReport:
+    path: Path
+    residents: int
+    vault: VaultChange
+    dry_run: bool
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        verb = "checked (dry run, nothing written)" if self.dry_run else "rekeyed"
+        return (
+            f"{verb} {self.path.name} in {self.seconds:.2f} s: residents {self.residents}; "
+            f"{self.vault}"
         )
 
 
 def import_file(
-    registry: Registry, path: Path, *, dry_run: bool = False, now_ns: int | None = None
+    registry: Registry,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    now_ns: int | None = None,
+    keyring: KeyRing | None = None,
+    actor: str = "fleet-import",
 ) -> ImportReport:
     """Validate `path` against itself and the registry, then upsert it in one transaction.
 
+    `keyring` is needed when the file lists residents (their ID numbers become pseudonyms).
     Raises FleetFileError (every problem, nothing written) or OSError if it cannot be read.
     """
     started = time.perf_counter()
     fleet = parse_file(path)
     report = ImportReport(path, fleet.kind, dry_run, notices=list(fleet.notices))
+    if fleet.residents and keyring is None:
+        fleet.problems.append(_needs_keyring(fleet))
     with registry.writing(commit=not dry_run) as s:
         resolved = _resolve(s, fleet)  # also for a file with bad rows: report every problem
+        wanted = _vault_wanted(s, fleet, keyring) if keyring is not None else {}
         if fleet.problems:
             raise FleetFileError(path, sorted(fleet.problems))
         now = time.time_ns() if now_ns is None else now_ns
@@ -114,8 +182,71 @@ def import_file(
         report.households = _write_households(s, fleet.households, resolved, now, report)
         report.devices = _write_devices(s, fleet.devices, resolved)
         report.members = _write_members(s, fleet.members, resolved, fleet.communities)
+        if fleet.residents and keyring is not None:
+            report.residents, consent = _write_residents(s, fleet.residents, now, report)
+            report.vault = _write_vault(s, wanted, keyring.kids, prune=True)
+            report.vault.consent_changes = _current_consent(s, report.vault, wanted) | {
+                p: c for p, c in report.vault.consent_changes.items() if not c
+            }
+            if registry.audit is not None and not dry_run:
+                s.flush()
+                _audit_import(registry, actor, path, report, consent)
+                report.audited = True
+    if not dry_run and report.vault is not None:
+        registry.notify_consent(report.vault.consent_changes)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def rekey_file(
+    registry: Registry,
+    path: Path,
+    keyring: KeyRing,
+    *,
+    dry_run: bool = False,
+    actor: str = "fleet-import",
+) -> RekeyReport:
+    """After a key rotation: add every listed resident's pseudonym under each key of the ring.
+
+    Only the vault changes (no consent, no places), nothing is removed, and every resident
+    must already be registered. The ID numbers come from the fleet file because the registry
+    never had them. Raises FleetFileError or OSError like `import_file`.
+    """
+    started = time.perf_counter()
+    fleet = parse_file(path)
+    if not fleet.residents and not fleet.problems:
+        fleet.problems.append(Problem(1, "no residents in this file: nothing to rekey"))
+    with registry.writing(commit=not dry_run) as s:
+        known: set[str] = set()
+        for part in chunks(sorted({r.id for r in fleet.residents})):
+            known.update(s.scalars(select(ResidentRow.id).where(ResidentRow.id.in_(part))))
+        for r in fleet.residents:
+            if r.id not in known:
+                fleet.problems.append(
+                    Problem(r.line, f"resident {r.id}: not registered (import the file first)")
+                )
+        wanted = _vault_wanted(s, fleet, keyring)
+        if fleet.problems:
+            raise FleetFileError(path, sorted(fleet.problems))
+        vault = _write_vault(s, wanted, keyring.kids, prune=False)
+        vault.consent_changes = _current_consent(s, vault, wanted)
+        if registry.audit is not None and not dry_run and vault.rows_added:
+            s.flush()
+            registry.audit.append(
+                actor,
+                AuditAction.KEY_ROTATION,
+                "resident-vault",
+                {
+                    "file": path.name,
+                    "kids": list(vault.kids),
+                    "new_kids": vault.rotated,
+                    "rows_added": vault.rows_added,
+                    "residents": len(wanted),
+                },
+            )
+    if not dry_run:
+        registry.notify_consent(vault.consent_changes)
+    return RekeyReport(path, len(wanted), vault, dry_run, time.perf_counter() - started)
 
 
 # -- references -----------------------------------------------------------------------------
@@ -247,6 +378,16 @@ def _resolve(s: Session, fleet: FleetFile) -> _Resolved:
         key = resolve(what, ref)
         if key is not None and role is not None:
             scope_fits(what, role, key, ref.line)
+
+    refs = [(f"resident {r.id}", r.household, r.line) for r in fleet.residents]
+    refs += fleet.extra_household_refs
+    in_file = {h.id for h in fleet.households} | fleet.broken_households
+    registered: set[str] = set()
+    for part in chunks(sorted({h for _, h, _ in refs} - in_file)):
+        registered.update(s.scalars(select(HouseholdRow.id).where(HouseholdRow.id.in_(part))))
+    for what, household, line in refs:
+        if household not in in_file and household not in registered:
+            problems.append(Problem(line, f"{what}: household {household} not found"))
     return out
 
 
@@ -322,7 +463,8 @@ def _write_households(
     rows = []
     for e in entries:
         old = existing.get(e.id)
-        consent = _merge_consent(e, old, now_ns, report)
+        consent = _merge_consent(e, None if old is None else (old[2], old[3], old[4]), now_ns,
+                                 report)  # fmt: skip
         rows.append(
             dict(
                 zip(
@@ -336,28 +478,31 @@ def _write_households(
 
 
 def _merge_consent(
-    e: HouseholdEntry, old: tuple[Any, ...] | None, now_ns: int, report: ImportReport
+    e: HouseholdEntry | ResidentEntry,
+    stored: tuple[bool, int | None, ConsentSource] | None,
+    now_ns: int,
+    report: ImportReport,
 ) -> tuple[bool, int | None, ConsentSource]:
     """(consent, when, source) after this row; see the module docstring for the rule."""
+    what = f"{'household' if isinstance(e, HouseholdEntry) else 'resident'} {e.id}"
     at = e.face_consent_ns if e.face_consent_ns is not None else now_ns
-    if old is None:
+    if stored is None:
         if e.face_consent is None:
             return False, None, ConsentSource.IMPORT
         return e.face_consent, at, ConsentSource.IMPORT
-    stored: tuple[bool, int | None, ConsentSource] = (old[2], old[3], old[4])
     if e.face_consent is None or e.face_consent == stored[0]:
         return stored
     if not e.face_consent:
         if stored[2] is ConsentSource.DIRECT:
             report.notices.append(
-                Problem(e.line, f"household {e.id}: the file withdraws face consent that was "
+                Problem(e.line, f"{what}: the file withdraws face consent that was "
                         "granted directly; withdrawn")
             )  # fmt: skip
         return False, at, ConsentSource.IMPORT
     newer = e.face_consent_ns is not None and (stored[1] is None or e.face_consent_ns > stored[1])
     if stored[2] is ConsentSource.DIRECT and not newer:
         report.notices.append(
-            Problem(e.line, f"household {e.id}: the file grants face consent but the resident "
+            Problem(e.line, f"{what}: the file grants face consent but the resident "
                     "withdrew it later; kept withdrawn (give a later face_consent_at to override)")
         )  # fmt: skip
         return stored
@@ -457,3 +602,158 @@ def _write_members(
         s.execute(insert(MemberChannel), new_channels)
     tally.updated += links_changed
     return tally
+
+
+# -- residents and the pseudonym vault ------------------------------------------------------
+
+
+def _needs_keyring(fleet: FleetFile) -> Problem:
+    return Problem(
+        fleet.residents[0].line,
+        f"residents: {len(fleet.residents)} resident(s) with ID numbers {NEEDS_KEYRING}"
+        " to be imported (GRIDGATE_PSEUDONYM_KEYS or GRIDGATE_PSEUDONYM_KEY_FILE; create"
+        " one with `python -m privacy.keys generate FILE`); ID numbers are never stored as such",
+    )
+
+
+def _vault_wanted(s: Session, fleet: FleetFile, keyring: KeyRing) -> dict[str, dict[str, str]]:
+    """Resident id → key id → pseudonym; a problem for a person registered under another id."""
+    wanted = {
+        r.id: {kid: pseudonymise(r.id_number, ID_NUMBER_KIND, keyring, kid) for kid in keyring.kids}
+        for r in fleet.residents
+    }
+    owner: dict[str, str] = {}
+    every = sorted(p for by_kid in wanted.values() for p in by_kid.values())
+    for part in chunks(every):
+        stmt = select(PseudonymRow.pseudonym, PseudonymRow.resident_id).where(
+            PseudonymRow.pseudonym.in_(part)
+        )
+        owner.update((ps, rid) for ps, rid in s.execute(stmt))
+    for r in fleet.residents:
+        others = sorted({owner[p] for p in wanted[r.id].values() if owner.get(p, r.id) != r.id})
+        if others:
+            fleet.problems.append(
+                Problem(r.line, f"resident {r.id}: the same person (ID number) is registered as"
+                        f" resident {others[0]}; one person, one resident")
+            )  # fmt: skip
+    return wanted
+
+
+_RESIDENT_COLUMNS = ("household_id", "face_consent", "face_consent_ns", "face_consent_source")
+
+
+def _write_residents(
+    s: Session, entries: Sequence[ResidentEntry], now_ns: int, report: ImportReport
+) -> tuple[Tally, dict[str, list[str]]]:
+    """Upsert residents (consent merged as for households); which consents changed how."""
+    existing = _existing(s, ResidentRow, _RESIDENT_COLUMNS, (e.id for e in entries))
+    rows = []
+    changed: dict[str, list[str]] = {
+        "granted": [],
+        "withdrawn": [],
+        "new_with": [],
+        "new_without": [],
+    }
+    for e in entries:
+        old = existing.get(e.id)
+        stored = None if old is None else (old[1], old[2], old[3])
+        consent = _merge_consent(e, stored, now_ns, report)
+        if old is None:
+            changed["new_with" if consent[0] else "new_without"].append(e.id)
+        elif consent[0] != old[1]:
+            changed["granted" if consent[0] else "withdrawn"].append(e.id)
+        rows.append(
+            dict(zip(("id", *_RESIDENT_COLUMNS), (e.id, e.household, *consent), strict=True))
+        )
+    return _upsert(s, ResidentRow, rows, _RESIDENT_COLUMNS, existing), changed
+
+
+def _write_vault(
+    s: Session, wanted: dict[str, dict[str, str]], kids: Sequence[str], *, prune: bool
+) -> VaultChange:
+    """Make the vault hold `wanted`; with `prune`, a resident whose pseudonyms differ (an ID
+    number corrected in the file) loses all old rows, including those of retired keys."""
+    change = VaultChange(tuple(kids))
+    have: dict[str, dict[str, str]] = defaultdict(dict)
+    for part in chunks(sorted(wanted)):
+        stmt = select(PseudonymRow.resident_id, PseudonymRow.kid, PseudonymRow.pseudonym).where(
+            PseudonymRow.resident_id.in_(part)
+        )
+        for rid, kid, pseudonym in s.execute(stmt):
+            have[rid][kid] = pseudonym
+    stale: list[str] = []
+    new_rows: list[dict[str, str]] = []
+    rotated: set[str] = set()
+    for rid, by_kid in wanted.items():
+        old = have.get(rid, {})
+        if prune and any(old.get(kid, p) != p for kid, p in by_kid.items()):
+            stale.append(rid)
+            change.rows_removed += len(old)
+            change.consent_changes.update(dict.fromkeys(old.values(), False))
+            old = {}
+        for kid, pseudonym in by_kid.items():
+            if kid not in old:
+                new_rows.append({"pseudonym": pseudonym, "resident_id": rid, "kid": kid})
+                if rid in have and rid not in stale:
+                    rotated.add(kid)
+    for part in chunks(stale):
+        s.execute(
+            delete(PseudonymRow)
+            .where(PseudonymRow.resident_id.in_(part))
+            .execution_options(synchronize_session=False)
+        )
+    if new_rows:
+        s.execute(insert(PseudonymRow), new_rows)
+    change.rows_added = len(new_rows)
+    change.rotated = [k for k in kids if k in rotated]
+    return change
+
+
+def _current_consent(
+    s: Session, vault: VaultChange, wanted: dict[str, dict[str, str]]
+) -> dict[str, bool]:
+    """Every listed resident's pseudonyms with the consent now in force (for caches)."""
+    consent: dict[str, bool] = {}
+    for part in chunks(sorted(wanted)):
+        stmt = select(ResidentRow.id, ResidentRow.face_consent).where(ResidentRow.id.in_(part))
+        for rid, value in s.execute(stmt):
+            consent.update(dict.fromkeys(wanted[rid].values(), bool(value)))
+    return consent
+
+
+def _audit_import(
+    registry: Registry,
+    actor: str,
+    path: Path,
+    report: ImportReport,
+    consent: dict[str, list[str]],
+) -> None:
+    audit = registry.require_audit()
+    if any(consent.values()):
+        audit.append(
+            actor,
+            AuditAction.CONSENT_CHANGE,
+            "fleet-import",
+            {
+                "source": "import",
+                "file": path.name,
+                "granted": consent["granted"],
+                "withdrawn": consent["withdrawn"],
+                "new_residents_with_consent": len(consent["new_with"]),
+                "new_residents_without_consent": len(consent["new_without"]),
+            },
+        )
+    vault = report.vault
+    if vault is not None and (vault.rotated or vault.rows_removed):
+        audit.append(
+            actor,
+            AuditAction.KEY_ROTATION,
+            "resident-vault",
+            {
+                "file": path.name,
+                "kids": list(vault.kids),
+                "new_kids": vault.rotated,
+                "rows_added": vault.rows_added,
+                "rows_replaced": vault.rows_removed,
+            },
+        )

@@ -30,12 +30,21 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from devices.families import Family
-from gateway.registry.records import ChannelKind, PlaceLevel, Power, Role
+from gateway.registry.records import (
+    AccessRole,
+    ChannelKind,
+    PlaceLevel,
+    Power,
+    RequestStatus,
+    Role,
+)
 
 ID_LEN = 64  # devices.topics.ID_PATTERN allows at most 64 characters
 KEY_LEN = 5 * ID_LEN + 4
 NAME_LEN = 128
 TARGET_LEN = 512
+PSEUDONYM_LEN = 160  # "{kid}:{token}": a kid of up to 32 characters and an HMAC token
+TEXT_LEN = 500  # reasons and purposes of re-identification requests
 
 
 class ConsentSource(StrEnum):
@@ -144,3 +153,75 @@ class MemberChannel(Base):
     member_id: Mapped[str] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
     kind: Mapped[ChannelKind] = mapped_column(_values_enum(ChannelKind, "channel_kind"))
     target: Mapped[str] = mapped_column(String(TARGET_LEN))
+
+
+class ResidentRow(Base):
+    """A resident as far as consent needs one: no name, no ID number (those stay with the
+    property firm); the person is recognised through `PseudonymRow`."""
+
+    __tablename__ = "residents"
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    household_id: Mapped[str] = mapped_column(ForeignKey("households.id"), index=True)
+    face_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    face_consent_ns: Mapped[int | None] = mapped_column(BigInteger)
+    face_consent_source: Mapped[ConsentSource] = mapped_column(
+        _values_enum(ConsentSource, "consent_source"), default=ConsentSource.IMPORT
+    )
+
+
+class PseudonymRow(Base):
+    """The pseudonym vault: a resident's ID-number pseudonym under each key of the ring.
+
+    Rows for older keys stay after a rotation, so pseudonyms stored before it still match
+    (consent) and still resolve (with a re-identification grant).
+    """
+
+    __tablename__ = "resident_pseudonyms"
+    __table_args__ = (UniqueConstraint("resident_id", "kid"),)
+
+    pseudonym: Mapped[str] = mapped_column(String(PSEUDONYM_LEN), primary_key=True)
+    resident_id: Mapped[str] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), index=True
+    )
+    kid: Mapped[str] = mapped_column(String(ID_LEN))
+
+
+class UserRoleRow(Base):
+    """Roles of gridgate's users (staff ids) for privacy decisions, e.g. who may approve a
+    re-identification (R3.5)."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    role: Mapped[AccessRole] = mapped_column(
+        _values_enum(AccessRole, "access_role"), primary_key=True
+    )
+    granted_by: Mapped[str] = mapped_column(String(ID_LEN))
+    granted_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReidentRequestRow(Base):
+    """A request to resolve a pseudonym, its decision and the grant it became (R3.5)."""
+
+    __tablename__ = "reident_requests"
+    __table_args__ = (Index(None, "status", "needs_review"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(PSEUDONYM_LEN), index=True)
+    requester: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+    reason: Mapped[str] = mapped_column(String(TEXT_LEN))
+    purpose: Mapped[str] = mapped_column(String(TEXT_LEN))
+    place_id: Mapped[str | None] = mapped_column(String(KEY_LEN))
+    emergency_claimed: Mapped[bool] = mapped_column(Boolean, default=False)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)  # honoured: alert verified
+    status: Mapped[RequestStatus] = mapped_column(_values_enum(RequestStatus, "request_status"))
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    decided_by: Mapped[str | None] = mapped_column(String(ID_LEN))
+    decided_ns: Mapped[int | None] = mapped_column(BigInteger)
+    expires_ns: Mapped[int | None] = mapped_column(BigInteger)
+    reviewed_by: Mapped[str | None] = mapped_column(String(ID_LEN))
+    reviewed_ns: Mapped[int | None] = mapped_column(BigInteger)
+    review_upheld: Mapped[bool | None] = mapped_column(Boolean)
+    resolutions: Mapped[int] = mapped_column(default=0)

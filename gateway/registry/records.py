@@ -80,6 +80,18 @@ class ChannelKind(StrEnum):
     APP = "app"
 
 
+class AccessRole(StrEnum):
+    """Privacy roles of gridgate users, apart from grid members' alerting roles."""
+
+    APPROVER = "approver"  # may approve or deny re-identification and review emergency grants
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    GRANTED = "granted"
+    DENIED = "denied"
+
+
 class Power(StrEnum):
     """Decides a device's offline timeout: battery devices beat rarely."""
 
@@ -113,6 +125,17 @@ class Household:
     elder_alone: bool
     face_consent: bool
     face_consent_ns: int | None  # when consent was last granted or withdrawn
+
+
+@dataclass(slots=True, frozen=True)
+class Resident:
+    """A registered resident: ids and consent only. Names and ID numbers are not kept; the
+    person is matched by the pseudonym of their ID number."""
+
+    id: str
+    household: str
+    face_consent: bool
+    face_consent_ns: int | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -153,6 +176,8 @@ class RegistryCounts:
     members_by_role: dict[str, int] = field(default_factory=dict)
     elder_alone: int = 0
     face_consent: int = 0
+    residents: int = 0
+    residents_face_consent: int = 0
 
 
 def place_key(location: Location) -> str | None:

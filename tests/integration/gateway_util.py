@@ -14,11 +14,21 @@ from pathlib import Path
 from gateway.metrics import GatewayMetrics
 from gateway.service import run_gateway
 from gateway.settings import Settings
+from privacy.keys import KeyRing
 from tests.integration.conftest import ROOT, Services
+
+
+def key_file(tmp: Path) -> Path:
+    """A real pseudonymisation key for this test's gateway (it refuses to start without)."""
+    path = tmp / "pseudonym.key"
+    if not path.exists():
+        KeyRing.generate_file(path)
+    return path
 
 
 def gateway_env(services: Services, community: str, database: str, tmp: Path) -> dict[str, str]:
     return {
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(key_file(tmp)),
         "GRIDGATE_MQTT_HOST": services.mqtt_host,
         "GRIDGATE_MQTT_PORT": str(services.mqtt_port),
         "GRIDGATE_INFLUX_URL": services.influx_url,

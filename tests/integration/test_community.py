@@ -18,9 +18,10 @@ from gateway.registry.importer import import_file
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client, quote_literal
 from gateway.storage.retention import qualified, rp_name
+from privacy.keys import KeyRing
 from simulators.community import Community, build_community
 from tests.integration.conftest import ROOT, Services
-from tests.integration.gateway_util import running_gateway, settings_for, wait_for
+from tests.integration.gateway_util import key_file, running_gateway, settings_for, wait_for
 from tests.integration.mqtt_util import drop_session
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def registered_community(
     fleet = community.write_fleet(tmp / "fleet.yaml")
     url = f"sqlite:///{tmp / 'registry.sqlite3'}"
     with Registry.open(url) as registry:
-        import_file(registry, fleet)
+        import_file(registry, fleet, keyring=KeyRing.from_file(key_file(tmp)))
     return community, url, fleet
 
 

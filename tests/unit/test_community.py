@@ -4,6 +4,7 @@ format, a roster for every role, and a fleet file the registry can import."""
 from __future__ import annotations
 
 import re
+import secrets
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_power_classes_and_consent(big: Community) -> None:
         assert d.installed is not None and date(2019, 1, 1) <= d.installed <= date(2025, 6, 30)
     consent = sum(h.face_consent for h in big.households) / len(big.households)
     assert 0.66 <= consent <= 0.74
+    per_person = [c for h in big.households for c in h.resident_consent]
+    assert len(per_person) == sum(len(h.residents) for h in big.households)
+    assert 0.67 <= sum(per_person) / len(per_person) <= 0.73
 
 
 def test_every_role_and_one_unit_head_per_unit(big: Community) -> None:
@@ -225,22 +229,51 @@ def test_fleet_yaml_parses_and_every_place_exists(big: Community) -> None:
     for m in data["members"]:
         for s in m["scope"]:
             assert tuple(s.get(k, "") for k in ("grid", "building", "unit", "room")) in places
+    # Every resident is listed, elders living alone included, with a valid ID number.
+    residents = data["residents"]
+    assert len(residents) == sum(len(h.residents) for h in big.households)
+    assert len({r["id"] for r in residents}) == len(residents)
+    assert {r["household"] for r in residents} == set(households)
+    assert all(is_valid_id_number(r["id_number"]) for r in residents)
+    elder = {h.id for h in big.households if h.elder_alone}
+    alone = [r for r in residents if r["household"] in elder]
+    assert len(alone) == len(elder) and all(r["id"].endswith("-1") for r in alone)
+    assert residents[0] == {
+        "id": big.households[0].resident_id(0),
+        "household": big.households[0].id,
+        "id_number": big.households[0].residents[0].id_number,
+        "face_consent": big.households[0].resident_consent[0],
+    }
 
 
 def test_fleet_file_imports_into_the_registry(tmp_path: Path) -> None:
     store = pytest.importorskip("gateway.registry.store")
     importer = pytest.importorskip("gateway.registry.importer")
+    keys = pytest.importorskip("privacy.keys")
+    operators = pytest.importorskip("privacy.operators")
     community = build_community(400, seed=5)
     path = community.write_fleet(tmp_path / "fleet-xf.yaml")
     registry = store.Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    keyring = keys.KeyRing([("k1", secrets.token_bytes(32))])
     try:
-        report = importer.import_file(registry, path)
+        report = importer.import_file(registry, path, keyring=keyring)
         assert report.devices.total == len(community.devices)
         for d in community.devices:
             assert registry.device(d.device_id) == d.info()
         counts = registry.counts()
         assert counts.members == len(community.members)
         assert counts.households == 400 and counts.elder_alone == 32
+        people = [(h, i) for h in community.households for i in range(len(h.residents))]
+        assert counts.residents == len(people)
+        assert counts.residents_face_consent == sum(h.resident_consent[i] for h, i in people)
+        h, i = people[-1]
+        pseudonym = operators.pseudonymise(h.residents[i].id_number, "id_number", keyring)
+        assert registry.face_consent_by_pseudonym(pseudonym) == h.resident_consent[i]
+        resident = registry.resident_for_pseudonym(pseudonym)
+        assert resident is not None and (resident.id, resident.household) == (
+            h.resident_id(i),
+            h.id,
+        )
     finally:
         registry.close()
 

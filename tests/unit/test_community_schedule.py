@@ -4,6 +4,7 @@ the real adapters, registry rules, privacy and point encoder (no broker, no Infl
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -21,7 +22,9 @@ from devices.info import DeviceInfo
 from devices.reading import Reading
 from devices.validation import check_time
 from gateway.storage.points import PointEncoder, measurement_of
-from privacy.baseline import BaselinePrivacy
+from privacy.deidentify import Deidentifier
+from privacy.keys import KeyRing
+from privacy.policy import load_policy
 from simulators import formats
 from simulators.community import Community, Equipment, build_community
 from simulators.schedule import (
@@ -59,7 +62,11 @@ class FakeGateway:
     rejected: Counter[str] = field(default_factory=Counter)
     accepted: list[Reading] = field(default_factory=list)
     routes: list[tuple[str, ModuleType]] = field(default_factory=_routes)
-    privacy: BaselinePrivacy = field(default_factory=BaselinePrivacy)
+    privacy: Deidentifier = field(
+        default_factory=lambda: Deidentifier(
+            load_policy(), KeyRing([("k1", hashlib.sha256(b"schedule").digest())])
+        )
+    )
     encoder: PointEncoder = field(default_factory=PointEncoder)
     _tick: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -74,7 +81,7 @@ class FakeGateway:
             if module is None:
                 raise RejectedInput("no_adapter")
             readings = [self._admit(r, received_ns) for r in module.decode(topic, payload)]
-            stored = [self.privacy.apply(r) for r in readings]
+            stored = [self.privacy.apply(r, self.devices.get(r.device_id)) for r in readings]
             for r in stored:
                 self.encoder.encode(r)  # raises ValueError for what line protocol cannot hold
         except RejectedInput as exc:

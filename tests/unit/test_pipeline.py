@@ -4,6 +4,7 @@ dead letters for bad input, retries while storage is down, bisection of refused 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,12 @@ from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
 from gateway.pipeline import Pipeline, PipelineConfig
+from privacy.deidentify import Deidentifier
+from privacy.keys import KeyRing
+from privacy.policy import load_policy
 
 NOW_MS = 1_732_190_000_000
+PRIVACY = Deidentifier(load_policy(), KeyRing([("k1", hashlib.sha256(b"unit tests").digest())]))
 
 
 class ListSource:
@@ -78,6 +83,7 @@ async def run_pipeline(
         writer,
         store,
         adapters=default_registry(),
+        privacy=PRIVACY,
         config=config,
         clock_ns=lambda: NOW_MS * 1_000_000,
     )
@@ -147,6 +153,7 @@ async def test_stop_during_an_outage_gives_up_unacked_instead_of_hanging(tmp_pat
         writer,
         DeadLetterStore(tmp_path / "dl.sqlite3"),
         adapters=default_registry(),
+        privacy=PRIVACY,
         config=config,
         clock_ns=lambda: NOW_MS * 1_000_000,
     )
@@ -185,6 +192,7 @@ async def run_with_directory(
         writer,
         store,
         adapters=default_registry(),
+        privacy=PRIVACY,
         config=PipelineConfig(batch_size=10, linger_s=0.01),
         directory=directory,
         clock_ns=lambda: NOW_MS * 1_000_000,
@@ -220,6 +228,7 @@ async def test_first_sight_and_silence_are_written_as_liveness_points(tmp_path: 
         writer,
         DeadLetterStore(tmp_path / "dl.sqlite3"),
         adapters=default_registry(),
+        privacy=PRIVACY,
         config=PipelineConfig(batch_size=10, linger_s=0.01, liveness_sweep_s=0.02),
         liveness=tracker,
         clock_ns=lambda: now[0],

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 import stat
@@ -13,8 +14,9 @@ from privacy import keys
 from privacy.keys import ENV_VAR, FILE_ENV_VAR, KeyRing
 from privacy.operators import matches, pseudonymise
 
-HEX1 = secrets.token_hex(32)
-HEX2 = secrets.token_hex(32)
+# Deterministic (parametrize ids must be the same in every xdist worker) but high-entropy.
+HEX1 = hashlib.sha256(b"gridgate key test 1").hexdigest()
+HEX2 = hashlib.sha256(b"gridgate key test 2").hexdigest()
 
 
 def test_env_value_first_key_is_current_and_order_is_kept() -> None:
@@ -105,8 +107,8 @@ REFUSED_ENV = {
     "empty": "",
     "only commas": " , ",
     "no kid": HEX1,
-    "short": f"k1:{secrets.token_hex(31)}",
-    "short base64": "k1:" + base64.b64encode(secrets.token_bytes(16)).decode(),
+    "short": f"k1:{hashlib.sha256(b'short').hexdigest()[:62]}",
+    "short base64": "k1:" + base64.b64encode(hashlib.sha256(b"b64").digest()[:16]).decode(),
     "changeme": "k1:changeme-changeme-changeme-changeme-changeme",
     "placeholder": "k1:placeholder" + "ab" * 30,
     "example": "k1:EXAMPLE" + HEX1,

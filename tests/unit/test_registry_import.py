@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from devices.families import Family
 from devices.location import Location
 from gateway.registry import FleetFileError, Registry, Role, import_file
 from gateway.registry.records import RegistryCounts
+from privacy.keys import KeyRing
 
 # A small community: two grids; b03 has two units; a community gate, a building gate, a grid
 # gate; members of every role. Line numbers matter to the tests below: append, don't insert.
@@ -535,13 +537,17 @@ def test_the_examples_in_the_docs_import(tmp_path: Path) -> None:
     csvs = [
         body
         for lang, body in blocks
-        if lang == "" and body.split(",")[0] in ("device_id", "member_id")
+        if lang == "" and body.split(",")[0] in ("device_id", "member_id", "resident_id")
     ]
     registry = open_registry(tmp_path)
-    import_file(registry, write(tmp_path, "doc.yaml", yaml_text))
+    keyring = KeyRing([("k1", secrets.token_bytes(32))])
+    doc = import_file(registry, write(tmp_path, "doc.yaml", yaml_text), keyring=keyring)
     devices = import_file(registry, write(tmp_path, "devices.csv", csvs[0]))
     members = import_file(registry, write(tmp_path, "members.csv", csvs[1]))
+    residents = import_file(registry, write(tmp_path, "residents.csv", csvs[2]), keyring=keyring)
     assert (devices.devices.new, devices.devices.updated, members.members.new) == (2, 0, 2)
+    assert (doc.residents.new, residents.residents.new) == (1, 1)
+    assert [r.face_consent for r in registry.residents("h-b03-u2-1201")] == [True, False]
     gate = registry.device("gate-b03")
     assert gate is not None and gate.location == Location("xf", "g01", "b03")
     assert [m.id for m in registry.members_for(Location("xf", "g01", "b03", "u2", "1201"))] == [

@@ -1,0 +1,91 @@
+"""``gridgate audit verify [--anchor SEQ:HASH]`` and ``gridgate audit show [--last N]``.
+
+Exit status: 0 the chain is intact (or shown); 1 the chain is broken, with the first broken
+record named as ``audit: BROKEN at record #SEQ: <problem>``; 2 the log cannot be opened.
+Both commands open the log read-only, so checking a copy handed to an auditor changes nothing.
+
+Until `gateway/cli.py` wires it in, ``python -m gateway.audit_cli`` runs it standalone against
+``GRIDGATE_AUDIT_PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.audit_store import DEFAULT_PATH, AuditLogError, AuditStore
+from privacy.audit import Anchor, canonical_json
+
+
+def _anchor(text: str) -> Anchor:
+    try:
+        return Anchor.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``audit`` to the ``gridgate`` subcommands (`subparsers` from add_subparsers)."""
+    audit = subparsers.add_parser("audit", help="the tamper-evident audit log (R3.6)")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = sub.add_parser("verify", help="check the hash chain; name the first broken record")
+    verify.add_argument(
+        "--anchor",
+        type=_anchor,
+        help="SEQ:HASH of a record noted earlier (from `audit show`): also detects a cut tail",
+    )
+    show = sub.add_parser("show", help="print the newest records and the head hash")
+    show.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
+
+
+def run(args: argparse.Namespace, audit_path: Path) -> int:
+    try:
+        store = AuditStore(audit_path, read_only=True)
+    except AuditLogError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.audit_command == "verify":
+            return _verify(store, args.anchor)
+        return _show(store, args.last)
+    except AuditLogError as exc:
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def _verify(store: AuditStore, anchor: Anchor | None) -> int:
+    result = store.verify(anchor)
+    if not result.ok:
+        print(f"audit: BROKEN at record #{result.first_bad_seq}: {result.problem}")
+        return 1
+    for trigger in store.missing_triggers():
+        print(f"audit: warning: append-only trigger {trigger} is missing", file=sys.stderr)
+    print(f"audit: {result.checked} records, chain intact")
+    return 0
+
+
+def _show(store: AuditStore, last: int) -> int:
+    for r in store.last(last):
+        when = datetime.fromtimestamp(r.at_ns / 1e9, UTC).isoformat(timespec="seconds")
+        print(f"#{r.seq:<6} {when}  {r.actor:<16} {r.action.value:<18} {r.subject}  "
+              f"{canonical_json(r.details)}")  # fmt: skip
+    head = store.head()
+    print(f"head: {head}" if head is not None else "head: (empty log)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gridgate")
+    add_arguments(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return run(args, Path(os.environ.get("GRIDGATE_AUDIT_PATH", str(DEFAULT_PATH))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
