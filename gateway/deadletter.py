@@ -1,7 +1,8 @@
 """Where rejected messages go: topic, reason, time and a SHA-256 digest of the payload.
 
-The raw payload is never kept — it may hold names, ID numbers or face data. The digest lets an
-operator match a record against a device's own log without the store holding the data.
+The raw payload is never kept — it may hold names, ID numbers or face data — and topic levels
+that look like personal data are redacted. The digest lets an operator match a record against
+a device's own log without the store holding the data.
 SQLite (WAL) because a dead letter must be durable before its message is acknowledged.
 """
 
@@ -13,6 +14,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from privacy.redact import redact_topic
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -26,7 +29,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason);
 """
-_MAX_TOPIC = 256
 _MAX_DETAIL = 500
 
 
@@ -45,7 +47,7 @@ class DeadLetter:
     ) -> DeadLetter:
         return cls(
             received_ns=received_ns,
-            topic=topic[:_MAX_TOPIC],
+            topic=redact_topic(topic),
             reason=reason,
             detail=detail[:_MAX_DETAIL],
             payload_sha256=hashlib.sha256(payload).hexdigest(),

@@ -29,6 +29,7 @@ from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
+from privacy.redact import redact_topic
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class _RateLimitedLog:
         n = self._counts.get(reason, 0) + 1
         self._counts[reason] = n
         if n <= self.per_minute:
-            log.warning("rejected %s: %s (%s)", topic[:256], reason, detail)
+            log.warning("rejected %s: %s (%s)", redact_topic(topic), reason, detail)
         elif n == self.per_minute + 1:
             log.warning("more %s rejections this minute are counted but not logged", reason)
 
@@ -167,7 +168,7 @@ class Pipeline:
             self._reject(msg, batch, "unstorable_value", type(exc).__name__)
             return
         except Exception as exc:  # an adapter bug must not stop the gateway
-            log.error("adapter failed on %s: %s", msg.topic[:256], type(exc).__name__)
+            log.error("adapter failed on %s: %s", redact_topic(msg.topic), type(exc).__name__)
             self._reject(msg, batch, "adapter_error", type(exc).__name__)
             return
         self.metrics.readings += len(lines)
@@ -355,7 +356,7 @@ class Pipeline:
                 return
             # InfluxDB's error text can quote the line, so it is not kept; the log has it.
             reason, detail = "storage_rejected", "InfluxDB refused the point"
-            log.debug("InfluxDB refused a point from %s: %s", msg.topic[:256], exc)
+            log.debug("InfluxDB refused a point from %s: %s", redact_topic(msg.topic), exc)
             self.metrics.rejected[reason] += 1
             self._reject_log.warn(msg.topic, reason, detail)
             dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
