@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 MQTT_PORT = int(os.environ.get("GRIDGATE_MQTT_PORT", "18830"))
 INFLUX_URL = f"http://{HOST}:{int(os.environ.get('GRIDGATE_INFLUX_PORT', '18086'))}"
+RETENTION = os.environ.get("GRIDGATE_INFLUX_RETENTION", "true").lower() not in ("0", "false", "no")
 
 SAMPLES: dict[Family, tuple[Channel, str, dict[str, object]]] = {
     Family.METER: (Channel.TELEMETRY, "telemetry", {"meter_type": "electricity", "energy_kwh": 1234.5, "voltage_v": 221.3, "current_a": 4.2, "power_kw": 0.93}),
@@ -105,14 +106,17 @@ def raw_broker_rate(msgs: list[tuple[str, bytes]], topic_filter: str) -> float:
 def influx_count(database: str) -> int:
     total = 0
     for m in ("access", "safety", "meter", "elder"):
-        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM {qualified(m)}'})
+        source = qualified(m) if RETENTION else f'"{m}"'
+        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM {source}'})
         for res in r.json().get("results", []):
             for s in res.get("series", []):
                 total += int(s["values"][0][1])
     return total
 
 
-def gateway_rate(msgs: list[tuple[str, bytes]], community: str, args: argparse.Namespace) -> tuple[float, dict[str, str]]:
+def gateway_rate(
+    msgs: list[tuple[str, bytes]], community: str, args: argparse.Namespace, *, privacy: bool = True
+) -> tuple[float, dict[str, str]]:
     database = f"bench_{community}"
     client_id = f"gw-{community}"
     tmp = Path(tempfile.mkdtemp(prefix="gridgate-bench-"))
@@ -133,8 +137,9 @@ def gateway_rate(msgs: list[tuple[str, bytes]], community: str, args: argparse.N
     httpx.post(f"{INFLUX_URL}/query", params={"q": f'CREATE DATABASE "{database}"'})
     make_session(client_id, f"gridgate/v1/{community}/+/+/+")
     publish_all(HOST, MQTT_PORT, msgs, max_inflight=1000)
+    entry = ["-m", "gateway.cli", "run", "--no-progress"] if privacy else ["-m", "bench.gateway_without_privacy"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+        [sys.executable, *entry],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -168,19 +173,29 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; the median is reported")
+    parser.add_argument("--no-privacy-run", action="store_true", help="skip the run without privacy")
     args = parser.parse_args()
     print(f"bench: {args.repeat} runs of {args.messages:,} messages of all four families", file=sys.stderr)
-    raws, gws = [], []
+    raws, gws, bares = [], [], []
     for run in range(1, args.repeat + 1):
         community = f"bench{uuid.uuid4().hex[:6]}"
         msgs = messages(community, args.messages)
         raws.append(raw_broker_rate(msgs, f"gridgate/v1/{community}/+/+/+"))
         gws.append(gateway_rate(msgs, community, args)[0])
-        print(f"bench: run {run}: raw {raws[-1]:,.0f} msg/s, gateway {gws[-1]:,.0f} readings/s", file=sys.stderr)
+        line = f"bench: run {run}: raw {raws[-1]:,.0f} msg/s, gateway {gws[-1]:,.0f} readings/s"
+        if not args.no_privacy_run:
+            community = f"bench{uuid.uuid4().hex[:6]}"
+            bares.append(gateway_rate(messages(community, args.messages), community, args, privacy=False)[0])
+            line += f", without privacy {bares[-1]:,.0f}"
+        print(line, file=sys.stderr)
     raw, gw = statistics.median(raws), statistics.median(gws)
     print(f"raw broker delivery : {raw:>10,.0f} msg/s (mosquitto_sub, QoS 1; median of {args.repeat})")
     print(f"gateway end-to-end  : {gw:>10,.0f} readings/s (received → decoded → de-identified → in InfluxDB → acked; median)")
     print(f"ratio gateway / raw : {gw / raw:>10.2f}")
+    if bares:
+        bare = statistics.median(bares)
+        print(f"without privacy     : {bare:>10,.0f} readings/s (same pipeline, de-identifier replaced by identity)")
+        print(f"privacy keeps       : {gw / bare:>10.0%} of the throughput")
     return 0
 
 

@@ -296,8 +296,13 @@ class Pipeline:
             await self._hand_off(batch)
 
     async def _hand_off(self, batch: _Batch) -> None:
-        for rp, group in batch.by_rp.items():
-            await self._write_with_retry(rp, group.lines, group.messages, batch.dead)
+        # One write per retention policy, all at once: they are independent requests.
+        await asyncio.gather(
+            *(
+                self._write_with_retry(rp, group.lines, group.messages, batch.dead)
+                for rp, group in batch.by_rp.items()
+            )
+        )
         if batch.dead:
             await self._store_dead_letters(batch.dead)
         self.source.ack(batch.messages)
