@@ -1,0 +1,1 @@
+"""Alerts to grid members (R5): rules → conditions → alerts → routing → escalation → delivery."""
