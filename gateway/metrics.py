@@ -20,6 +20,7 @@ class GatewayMetrics:
     batches: int = 0
     write_retries: int = 0
     liveness_changes: int = 0  # devices going online/offline
+    conditions: int = 0  # rule conditions handed to the alert engine
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
 
@@ -39,6 +40,7 @@ class GatewayMetrics:
             "batches": self.batches,
             "write_retries": self.write_retries,
             "liveness_changes": self.liveness_changes,
+            "conditions": self.conditions,
             "rejected": dict(self.rejected),
             "dropped_fields": dict(self.dropped_fields),
         }
@@ -54,6 +56,7 @@ class GatewayMetrics:
             "dead_lettered",
             "batches",
             "liveness_changes",
+            "conditions",
         ):
             lines.append(f"# TYPE gridgate_{name}_total counter")
             lines.append(f"gridgate_{name}_total {getattr(self, name)}")

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from devices.families import Channel
 from devices.info import DeviceInfo
 from devices.reading import Reading
 from devices.validation import stamp_and_check
+from gateway.alerts.model import Condition
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
@@ -51,6 +52,16 @@ class Deidentify(Protocol):
     def apply(self, reading: Reading, device: DeviceInfo | None = None) -> Reading: ...
 
 
+class RuleEvaluator(Protocol):
+    """The alert rules (gateway.alerts.rules.RuleEngine) as the pipeline sees them."""
+
+    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]: ...
+
+    def on_liveness(self, event: LivenessEvent, device: DeviceInfo | None) -> list[Condition]: ...
+
+
+# Persists conditions (alerts accepted) — awaited before the batch that produced them is acked.
+AlertSink = Callable[[list[Condition]], Awaitable[None]]
 LivenessListener = Callable[[LivenessEvent], None]
 
 
@@ -82,6 +93,7 @@ class _Batch:
     messages: list[Message] = field(default_factory=list)
     by_rp: dict[str | None, _Lines] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)  # for the alert engine
     opened: float = field(default_factory=time.monotonic)
 
     def add(self, rp: str | None, line: str, msg: Message | None) -> None:
@@ -93,7 +105,7 @@ class _Batch:
 
     @property
     def empty(self) -> bool:
-        return not self.messages and not self.by_rp
+        return not self.messages and not self.by_rp and not self.conditions
 
 
 class _RateLimitedLog:
@@ -131,6 +143,8 @@ class Pipeline:
         directory: DeviceDirectory | None = None,
         liveness: LivenessTracker | None = None,
         retention: Mapping[str, str] | None = None,
+        rules: RuleEvaluator | None = None,
+        alert_sink: AlertSink | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.source = source
@@ -146,7 +160,10 @@ class Pipeline:
         self.liveness_listeners: list[LivenessListener] = []
         # measurement → retention policy; None: the database's default policy
         self.retention = dict(retention) if retention else None
+        self.rules = rules
+        self.alert_sink = alert_sink
         self._liveness_lines: list[str] = []  # changes found by the sweep, for the next batch
+        self._sweep_conditions: list[Condition] = []
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
         self._reject_log = _RateLimitedLog()
@@ -157,10 +174,8 @@ class Pipeline:
         """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
         try:
             admitted = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
-            lines = [
-                (self._rp(r), self.encoder.encode(self.privacy.apply(r, info)))
-                for r, info in admitted
-            ]
+            private = [(self.privacy.apply(r, info), info) for r, info in admitted]
+            lines = [(self._rp(r), self.encoder.encode(r)) for r, _ in private]
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
             return
@@ -174,13 +189,18 @@ class Pipeline:
         self.metrics.readings += len(lines)
         for rp, line in lines:
             batch.add(rp, line, msg)
-        for reading, _ in admitted:
+        rules = self.rules
+        for reading, info in private:
+            if rules is not None:  # rules see de-identified readings only
+                batch.conditions.extend(rules.on_reading(reading, info))
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
             )
             if event is not None:
                 batch.add(self._liveness_rp, self._liveness_changed(event), None)
+                if rules is not None:
+                    batch.conditions.extend(rules.on_liveness(event, info))
 
     def _rp(self, reading: Reading) -> str | None:
         if self.retention is None:
@@ -257,6 +277,9 @@ class Pipeline:
             await asyncio.sleep(self.config.liveness_sweep_s)
             for event in self.liveness.sweep(self.clock_ns()):
                 self._liveness_lines.append(self._liveness_changed(event))
+                if self.rules is not None:
+                    info = self.directory.lookup(event.device_id) if self.directory else None
+                    self._sweep_conditions.extend(self.rules.on_liveness(event, info))
 
     async def _consume(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -267,6 +290,11 @@ class Pipeline:
             else:
                 timeout = 0.25  # idle: wake now and then to notice `stop`
             messages = await self.source.next_batch(cfg.batch_size - len(batch.messages), timeout)
+            if self._sweep_conditions:
+                if batch.empty:
+                    batch.opened = time.monotonic()
+                batch.conditions.extend(self._sweep_conditions)
+                self._sweep_conditions = []
             if self._liveness_lines:
                 if batch.empty:
                     batch.opened = time.monotonic()
@@ -305,9 +333,26 @@ class Pipeline:
         )
         if batch.dead:
             await self._store_dead_letters(batch.dead)
+        if batch.conditions and self.alert_sink is not None:
+            await self._accept_alerts(batch.conditions)
         self.source.ack(batch.messages)
         self.metrics.acked += len(batch.messages)
         self.metrics.batches += 1
+
+    async def _accept_alerts(self, conditions: list[Condition]) -> None:
+        """Alerts are accepted (persisted) before the readings behind them are acked: a
+        crash between the two redelivers the readings, never loses the alert."""
+        assert self.alert_sink is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.alert_sink(conditions)
+                self.metrics.conditions += len(conditions)
+                return
+            except Exception as exc:  # the registry database is busy or down: keep unacked
+                log.error("alert engine failed, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
 
     async def _store_dead_letters(self, dead: list[DeadLetter]) -> None:
         delay = 0.5

@@ -16,6 +16,8 @@ from devices.errors import StorageError
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
+from devices.reading import Reading
+from gateway.alerts.model import Condition, PlaceLevel, Severity
 from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
@@ -258,3 +260,51 @@ def test_dead_letter_store_is_bounded(tmp_path: Path) -> None:
         store.add_many([DeadLetter.of("t", str(i).encode(), "not_json", "", i)])
     assert store.count() <= 5 + 5  # pruned back to max_rows at every max_rows inserts
     assert store.recent(1)[0].received_ns == 11  # the newest are kept
+
+
+class HighEnergyRule:
+    """A stand-in rule: one condition per meter reading above 5 kWh."""
+
+    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]:
+        if reading.values.get("energy_kwh", 0) <= 5:
+            return []
+        return [
+            Condition("r", "high", "high", Severity.III, reading.location, PlaceLevel.COMMUNITY,
+                      reading.time_ns, device_id=reading.device_id)
+        ]  # fmt: skip
+
+    def on_liveness(self, event: object, device: DeviceInfo | None) -> list[Condition]:
+        return []
+
+
+async def test_alerts_are_accepted_before_the_batch_is_acked(tmp_path: Path) -> None:
+    source, writer = ListSource([msg(i) for i in range(10)]), FlakyWriter()
+    accepted: list[Condition] = []
+    failures = [2]
+
+    async def sink(conditions: list[Condition]) -> None:
+        assert source.acked == []  # nothing acked while the alert is not yet accepted
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("registry busy")
+        accepted.extend(conditions)
+
+    pipeline = Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        privacy=PRIVACY,
+        config=PipelineConfig(batch_size=10, linger_s=0.01, retry_max_s=0.01),
+        rules=HighEnergyRule(),
+        alert_sink=sink,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    while len(source.acked) < 10:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(c.device_id for c in accepted) == [f"m-{i}" for i in range(6, 10)]
+    assert pipeline.metrics.conditions == 4
