@@ -21,7 +21,7 @@ from devices.errors import ConfigError, RejectedInput
 from devices.validation import stamp_and_check
 from gateway.metrics import GatewayMetrics
 from gateway.progress import report_progress
-from gateway.settings import Settings
+from gateway.settings import Settings, unknown_variables
 
 log = logging.getLogger("gridgate")
 
@@ -284,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gridgate: bad settings: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    for name in unknown_variables(os.environ):
+        log.warning("%s is not a gridgate setting (a typo?); it is ignored", name)
     try:
         if args.command == "decode":
             return _decode(args, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -71,3 +72,24 @@ class Settings(BaseSettings):
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
     deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+# GRIDGATE_* variables read elsewhere: by scripts/services.sh and the Makefile, by the webhook
+# sender (secrets) and by the routing policy (webhook URLs).
+OTHER_VARIABLES = frozenset(
+    {
+        "GRIDGATE_INFLUX_PORT",
+        "GRIDGATE_INFLUX_RPC_PORT",
+        "GRIDGATE_RUN_DIR",
+        "GRIDGATE_SERVICES_WAIT",
+        "GRIDGATE_WEBHOOK_SECRETS",
+        "GRIDGATE_WEBHOOK_SECRETS_FILE",
+        "GRIDGATE_EMERGENCY_WEBHOOK_URL",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """GRIDGATE_* variables nothing reads — most likely typos (GRIDGATE_MQTT_PROT)."""
+    known = {f"GRIDGATE_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    return sorted(k for k in environ if k.startswith("GRIDGATE_") and k not in known)

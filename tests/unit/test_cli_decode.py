@@ -41,3 +41,10 @@ def test_decode_rejection_prints_reason_and_fails(capsys: pytest.CaptureFixture[
 def test_decode_unknown_adapter(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["decode", "--adapter", "nope", "--topic", TOPIC, "--payload", "{}"]) == 2
     assert "unknown adapter" in capsys.readouterr().err
+
+
+def test_unknown_gridgate_variables_are_reported() -> None:
+    from gateway.settings import unknown_variables
+
+    env = {"GRIDGATE_MQTT_PROT": "1", "GRIDGATE_MQTT_PORT": "1883", "GRIDGATE_INFLUX_PORT": "1", "HOME": "/"}
+    assert unknown_variables(env) == ["GRIDGATE_MQTT_PROT"]
