@@ -9,6 +9,7 @@ import time
 
 from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
+from gateway.alerts.service import AlertConfig, AlertService
 from gateway.audit_store import AuditStore
 from gateway.deadletter import DeadLetterStore
 from gateway.directory import DeviceSnapshot
@@ -171,6 +172,22 @@ async def run_gateway(
             ) as source:
                 if ready is not None:
                     asyncio.create_task(_signal_ready(source, stop, ready), name="ready")  # noqa: RUF006
+                alerts = None
+                if settings.alerts:
+                    alerts = AlertService(
+                        registry,
+                        audit,
+                        AlertConfig(
+                            rules_path=settings.alert_rules,
+                            routing_path=settings.routing_policy,
+                            mqtt_host=settings.mqtt_host,
+                            mqtt_port=settings.mqtt_port,
+                            mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
+                            escalation_s=settings.escalation_check_s,
+                        ),
+                    )
+                    alerts.refresh_households(registry.all_devices())
+                    directory.on_reload.append(alerts.refresh_households)
                 pipeline = Pipeline(
                     source,
                     influx,
@@ -182,12 +199,16 @@ async def run_gateway(
                     directory=directory,
                     liveness=liveness,
                     retention=retention_plan(policy, settings),
+                    rules=alerts.rules if alerts else None,
+                    alert_sink=alerts.accept if alerts else None,
                 )
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(directory.keep_fresh(stop, settings.registry_refresh_s))
                     tg.create_task(
                         _flush_liveness(liveness, registry, stop, settings.liveness_flush_s)
                     )
+                    if alerts is not None:
+                        tg.create_task(alerts.run(stop), name="alerts")
                     await pipeline.run(stop)
                     stop.set()
                 await asyncio.to_thread(registry.set_liveness, liveness.take_dirty())

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     pseudonym_keys: SecretStr | None = None
     pseudonym_key_file: Path = Path(".run/gridgate/pseudonym.key")
 
+    # Alerts (R5): rules and routing policy files (default: the shipped ones)
+    alerts: bool = True
+    alert_rules: Path | None = None
+    routing_policy: Path | None = None
+    escalation_check_s: float = Field(default=5.0, gt=0)
+
     # Device registry (SQLAlchemy URL; PostgreSQL for several gateway processes)
     registry_url: str = "sqlite:///.run/gridgate/registry.sqlite3"
     require_registration: bool = True  # dead-letter readings of devices not in the registry

@@ -1,0 +1,172 @@
+"""The alert side of a running gateway: rules on the pipeline's de-identified readings and
+liveness changes, the engine as the pipeline's alert sink, and three background loops —
+time-driven rules, escalation deadlines, and delivery from the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devices.info import DeviceInfo
+from devices.reading import Reading
+from gateway.alerts.delivery import (
+    DeliveryWorker,
+    Hub,
+    MqttPublisher,
+    Outbox,
+    OutboxItem,
+    WebhookSecrets,
+    WebhookSender,
+)
+from gateway.alerts.engine import AlertChange, AlertEngine
+from gateway.alerts.escalation import Escalator
+from gateway.alerts.lifecycle import Lifecycle
+from gateway.alerts.model import Condition
+from gateway.alerts.routing import Router, load_routing_policy
+from gateway.alerts.rules import RuleEngine, load_rules
+from gateway.liveness import LivenessEvent
+from gateway.registry import Registry
+from gateway.registry.store import AuditSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlertConfig:
+    rules_path: Path | None = None
+    routing_path: Path | None = None
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 18830
+    mqtt_client_id: str = "gridgate-alerts"
+    tick_s: float = 1.0
+    escalation_s: float = 5.0
+    clock_ns: Callable[[], int] = field(default=time.time_ns)
+
+
+class TimedRules:
+    """The rule engine as the pipeline's evaluator; remembers the newest reading time, the
+    timeline on which time-driven rules (absence, night leak) must be ticked — simulated
+    communities run in the past, real ones now."""
+
+    def __init__(self, rules: RuleEngine) -> None:
+        self.rules = rules
+        self.newest_ns = 0
+
+    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]:
+        if reading.time_ns > self.newest_ns:
+            self.newest_ns = reading.time_ns
+        return self.rules.on_reading(reading, device)
+
+    def on_liveness(self, event: LivenessEvent, device: DeviceInfo | None) -> list[Condition]:
+        return self.rules.on_liveness(event, device)
+
+    def tick(self) -> list[Condition]:
+        return self.rules.tick(self.newest_ns) if self.newest_ns else []
+
+
+class AlertService:
+    def __init__(self, registry: Registry, audit: AuditSink, config: AlertConfig) -> None:
+        self.config = config
+        self.registry = registry
+        self._households: dict[str, tuple[str, bool]] = {}
+        self.rules = TimedRules(
+            RuleEngine(load_rules(config.rules_path), households=self._households.get)
+        )
+        self.router = Router(load_routing_policy(config.routing_path), registry)
+        self.outbox = Outbox(registry.engine, clock_ns=config.clock_ns)
+        self.engine = AlertEngine(
+            registry, audit, clock_ns=config.clock_ns, router=self.router, outbox=self.outbox
+        )
+        self.escalator = Escalator(
+            self.engine.store, self.router, clock_ns=config.clock_ns, outbox=self.outbox
+        )
+        self.lifecycle = Lifecycle(self.engine.store, clock_ns=config.clock_ns)
+        self.hub = Hub()
+        self.audit = audit
+        self.changes = 0
+        self._worker: DeliveryWorker | None = None
+
+    def refresh_households(self, devices: Sequence[DeviceInfo]) -> None:
+        """device → (household, elder living alone), for the solitary-elder water rule."""
+        alone = {h.id: h.elder_alone for h in self.registry.households()}
+        self._households.clear()
+        for d in devices:
+            if d.household:
+                self._households[d.device_id] = (d.household, alone.get(d.household, False))
+
+    async def accept(self, conditions: list[Condition]) -> None:
+        """The pipeline's alert sink: alerts and their notifications are committed together."""
+        changes: list[AlertChange] = await asyncio.to_thread(self.engine.handle, conditions)
+        self.changes += len(changes)
+        if self._worker is not None and any(c.notify for c in changes):
+            self._worker.notify()
+
+    def _delivery_dead(self, item: OutboxItem) -> None:
+        log.error(
+            "alert %s: delivery to %s over %s given up: %s",
+            item.alert_id,
+            item.member_id,
+            item.channel,
+            item.last_error,
+        )
+        with contextlib.suppress(Exception):  # recorded on the alert; the next step escalates
+            self.lifecycle.delivery_failed(
+                item.alert_id, item.member_id, item.channel, item.last_error or ""
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        webhooks = WebhookSender(WebhookSecrets.from_env())
+        try:
+            async with MqttPublisher(
+                cfg.mqtt_host, cfg.mqtt_port, client_id=cfg.mqtt_client_id
+            ) as mqtt:
+                self._worker = DeliveryWorker(
+                    self.outbox,
+                    mqtt,
+                    webhooks,
+                    clock_ns=cfg.clock_ns,
+                    on_dead=self._delivery_dead,
+                    hub=self.hub,
+                    audit=self.audit,
+                )
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._worker.run(stop), name="alert-delivery")
+                    tg.create_task(self._every(stop, cfg.tick_s, self._tick), name="alert-rules")
+                    tg.create_task(
+                        self._every(stop, cfg.escalation_s, self._escalate), name="escalation"
+                    )
+        finally:
+            await webhooks.aclose()
+
+    async def _tick(self) -> None:
+        conditions = self.rules.tick()
+        if conditions:
+            await self.accept(conditions)
+
+    async def _escalate(self) -> None:
+        while True:
+            done = await asyncio.to_thread(self.escalator.due)
+            if done and self._worker is not None:
+                self._worker.notify()
+            if len(done) < 200:
+                return
+
+    @staticmethod
+    async def _every(
+        stop: asyncio.Event, every_s: float, step: Callable[[], object]
+    ) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # a failing loop must not take the gateway down
+                log.error("%s failed: %s", getattr(step, "__name__", "alert task"), exc)
