@@ -1,0 +1,100 @@
+"""Alert scenarios through the real services: simulator → Mosquitto → gateway (rules, engine,
+routing, outbox) → MQTT → real subscribers standing in for the grid members' apps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.alerts.store import AlertStore
+from gateway.audit_store import AuditStore
+from gateway.registry import Registry, Role
+from tests.integration.conftest import Services
+from tests.integration.gateway_util import running_gateway, wait_for
+from tests.integration.mqtt_util import drop_session
+from tests.integration.test_community import community_settings, registered_community, simulate
+
+pytestmark = pytest.mark.integration
+
+FIRST_RESPONDERS = [Role.UNIT_HEAD, Role.BUILDING_HEAD, Role.GRID_WORKER, Role.PROPERTY_DUTY]
+
+
+class Members:
+    """Every member's alert topic, as their apps would subscribe: deliveries deduplicated by
+    `delivery_id`, as receivers must."""
+
+    def __init__(self, services: Services) -> None:
+        self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.connect(services.mqtt_host, services.mqtt_port)
+        self.client.subscribe("gridgate/alerts/member/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        payload = json.loads(msg.payload)
+        with self._lock:
+            if payload["delivery_id"] in self._seen:
+                return
+            self._seen.add(payload["delivery_id"])
+            self.received[msg.topic.rsplit("/", 1)[-1]].append(payload)
+
+    def of_kind(self, kind: str) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return {m: [p for p in ps if p["kind"] == kind] for m, ps in self.received.items()
+                    if any(p["kind"] == kind for p in ps)}  # fmt: skip
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def test_gas_leak_reaches_exactly_the_responsible_members(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    community, registry_url, fleet = registered_community(300, 31, unique, tmp_path)
+    home = next(h for h in community.households if h.building == "b03" and h.unit == "u2")
+    settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
+        update={"audit_path": tmp_path / "audit.sqlite3"}
+    )
+    members = Members(services)
+    try:
+        async with running_gateway(settings):
+            await simulate(
+                services,
+                ["--households", "300", "--speed", "600", "--duration", "20", "--seed", "31",
+                 "--community", unique, "--fleet-out", str(fleet),
+                 "--scenario", f"gas-leak@b03/u2/{home.room}@30m"],
+            )  # fmt: skip
+            await wait_for(lambda: bool(members.of_kind("gas_leak")), 30, "gas alerts delivered")
+            await wait_for(lambda: any(p["severity"] == "I" for ps in members.of_kind("gas_leak").values() for p in ps), 30, "the level-I upgrade")  # fmt: skip
+        with Registry.open(registry_url) as registry:
+            place = next(d for d in registry.all_devices() if d.household == home.id).location
+            expected = {m.id for m in registry.members_for(place, FIRST_RESPONDERS)}
+            everyone = {m.id: m for m in registry.members()}
+        gas = members.of_kind("gas_leak")
+        assert set(gas) == expected  # that unit's head, b03's head, the grid workers, property duty
+        roles = {everyone[m].role for m in gas}
+        assert roles == set(FIRST_RESPONDERS)
+        # the alert is about b03/u2, and reached nobody scoped to another building
+        assert all(p["building"] == "b03" and p["unit"] == "u2" for ps in gas.values() for p in ps)
+        # repeats of the same condition did not notify again: per member one raise + one upgrade
+        for payloads in gas.values():
+            assert sorted(p["step"] for p in payloads) == ["raised", "upgraded"]
+        with Registry.open(registry_url) as registry:
+            store = AlertStore(registry, AuditStore(settings.audit_path))
+            [alert] = [a for a in store.alerts() if a.kind == "gas_leak"]
+        assert alert.count > 2  # every further reading above the threshold counted, silently
+        assert AuditStore(settings.audit_path).verify().ok
+    finally:
+        members.close()
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
