@@ -21,6 +21,7 @@ class GatewayMetrics:
     write_retries: int = 0
     liveness_changes: int = 0  # devices going online/offline
     conditions: int = 0  # rule conditions handed to the alert engine
+    rule_errors: int = 0  # rule evaluations that raised (a bug: logged, ingestion goes on)
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
 
@@ -41,6 +42,7 @@ class GatewayMetrics:
             "write_retries": self.write_retries,
             "liveness_changes": self.liveness_changes,
             "conditions": self.conditions,
+            "rule_errors": self.rule_errors,
             "rejected": dict(self.rejected),
             "dropped_fields": dict(self.dropped_fields),
         }
@@ -57,6 +59,7 @@ class GatewayMetrics:
             "batches",
             "liveness_changes",
             "conditions",
+            "rule_errors",
         ):
             lines.append(f"# TYPE gridgate_{name}_total counter")
             lines.append(f"gridgate_{name}_total {getattr(self, name)}")

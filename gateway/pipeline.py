@@ -16,13 +16,13 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
 from devices.families import Channel
 from devices.info import DeviceInfo
-from devices.reading import Reading
+from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
 from gateway.alerts.model import Condition
 from gateway.deadletter import DeadLetter, DeadLetterStore
@@ -55,7 +55,11 @@ class Deidentify(Protocol):
 class RuleEvaluator(Protocol):
     """The alert rules (gateway.alerts.rules.RuleEngine) as the pipeline sees them."""
 
-    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]: ...
+    def on_reading(
+        self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
+    ) -> list[Condition]:
+        """`device_clock` is False for a reading stamped with its receive time (no clock)."""
+        ...
 
     def on_liveness(self, event: LivenessEvent, device: DeviceInfo | None) -> list[Condition]: ...
 
@@ -173,7 +177,9 @@ class Pipeline:
     def process(self, msg: Message, batch: _Batch) -> None:
         """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
         try:
-            admitted = [self._admit(r, msg) for r in self.adapters.decode(msg.topic, msg.payload)]
+            decoded = self.adapters.decode(msg.topic, msg.payload)
+            device_clock = [r.time_ns != RECEIVE_TIME for r in decoded]
+            admitted = [self._admit(r, msg) for r in decoded]
             private = [(self.privacy.apply(r, info), info) for r, info in admitted]
             lines = [(self._rp(r), self.encoder.encode(r)) for r, _ in private]
         except RejectedInput as exc:
@@ -190,9 +196,11 @@ class Pipeline:
         for rp, line in lines:
             batch.add(rp, line, msg)
         rules = self.rules
-        for reading, info in private:
+        for (reading, info), clocked in zip(private, device_clock, strict=True):
             if rules is not None:  # rules see de-identified readings only
-                batch.conditions.extend(rules.on_reading(reading, info))
+                batch.conditions.extend(
+                    self._guarded(rules.on_reading, reading, info, device_clock=clocked)
+                )
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
@@ -200,7 +208,19 @@ class Pipeline:
             if event is not None:
                 batch.add(self._liveness_rp, self._liveness_changed(event), None)
                 if rules is not None:
-                    batch.conditions.extend(rules.on_liveness(event, info))
+                    batch.conditions.extend(self._guarded(rules.on_liveness, event, info))
+
+    def _guarded(
+        self, rule: Callable[..., list[Condition]], *args: Any, **kw: Any
+    ) -> list[Condition]:
+        """A bug in a rule must not stop ingestion: the reading is still stored and acked."""
+        try:
+            return rule(*args, **kw)
+        except Exception as exc:
+            self.metrics.rule_errors += 1
+            if self.metrics.rule_errors <= 10 or self.metrics.rule_errors % 10_000 == 0:
+                log.exception("alert rule failed (%d so far): %s", self.metrics.rule_errors, exc)
+            return []
 
     def _rp(self, reading: Reading) -> str | None:
         if self.retention is None:
@@ -279,7 +299,9 @@ class Pipeline:
                 self._liveness_lines.append(self._liveness_changed(event))
                 if self.rules is not None:
                     info = self.directory.lookup(event.device_id) if self.directory else None
-                    self._sweep_conditions.extend(self.rules.on_liveness(event, info))
+                    self._sweep_conditions.extend(
+                        self._guarded(self.rules.on_liveness, event, info)
+                    )
 
     async def _consume(self, stop: asyncio.Event) -> None:
         cfg = self.config

@@ -63,6 +63,7 @@ from devices.models import FAMILY_DATA
 from devices.reading import Reading
 from gateway.alerts.model import Condition, PlaceLevel, Severity, place_at, place_key
 from gateway.liveness import LivenessEvent
+from privacy.operators import PSEUDONYM_PATTERN
 
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -143,6 +144,7 @@ _OPS = ("above", "at_or_above", "below", "at_or_below")
 class ThresholdLevel(Bound):
     severity: SeverityIn
     min_duration_s: NonNeg = 0.0
+
 
 
 class _Rule(_Model):
@@ -896,12 +898,11 @@ class RuleEngine:
     # -- helpers -----------------------------------------------------------------------------
 
     def _subject(self, reading: Reading, device: DeviceInfo | None) -> str:
-        """A pseudonymous subject: an access event's `resident_ref`, an elder's household."""
+        """A pseudonymous subject (`k1:…`): an access event's `resident_ref`. Household ids
+        are not pseudonyms; the device id already leads a responder to the flat."""
         if reading.family is Family.ACCESS:
             ref = reading.values.get("resident_ref")
-            return ref if isinstance(ref, str) else ""
-        if reading.family is Family.ELDER and device is not None:
-            return device.household
+            return ref if isinstance(ref, str) and PSEUDONYM_PATTERN.fullmatch(ref) else ""
         return ""
 
     def _hold(self, proto: Condition) -> Condition:
@@ -1161,7 +1162,7 @@ class RuleEngine:
             st.history.popleft()  # keep the newest entry at or before the window's start
         proto = Condition(
             rule.id, rule.condition_key, rule.condition_kind, rule.severity, st.where.location,
-            st.where.level, now, True, device_id, st.household, None,
+            st.where.level, now, True, device_id, "", None,  # a household id is no pseudonym
             {"window_h": rule.window_h, "min_use_m3": rule.min_use_m3}, rule.auto_clear,
         )  # fmt: skip
         if st.fired_m3 is not None:

@@ -49,16 +49,21 @@ class AlertConfig:
 
 
 class TimedRules:
-    """The rule engine as the pipeline's evaluator; remembers the newest reading time, the
-    timeline on which time-driven rules (absence, night leak) must be ticked — simulated
-    communities run in the past, real ones now."""
+    """The rule engine as the pipeline's evaluator; remembers the newest device-clock reading
+    time, the timeline on which time-driven rules (absence, night leak) are ticked.
+
+    Readings stamped at receipt (DL/T 645 frames have no clock) do not move it: in an
+    accelerated simulation they are hours ahead of every device clock, and ticking there would
+    make every meter look silent."""
 
     def __init__(self, rules: RuleEngine) -> None:
         self.rules = rules
         self.newest_ns = 0
 
-    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]:
-        if reading.time_ns > self.newest_ns:
+    def on_reading(
+        self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
+    ) -> list[Condition]:
+        if device_clock and reading.time_ns > self.newest_ns:
             self.newest_ns = reading.time_ns
         return self.rules.on_reading(reading, device)
 

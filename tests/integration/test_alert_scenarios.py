@@ -98,3 +98,68 @@ async def test_gas_leak_reaches_exactly_the_responsible_members(
     finally:
         members.close()
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+
+async def test_smoke_spreading_is_one_building_incident_not_one_notification_per_detector(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    _, registry_url, fleet = registered_community(300, 37, unique, tmp_path)
+    settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
+        update={"audit_path": tmp_path / "audit.sqlite3"}
+    )
+    members = Members(services)
+    try:
+        async with running_gateway(settings):
+            await simulate(
+                services,
+                ["--households", "300", "--speed", "600", "--duration", "20", "--seed", "37",
+                 "--community", unique, "--fleet-out", str(fleet),
+                 "--scenario", "smoke-spreading@b02@30m"],
+            )  # fmt: skip
+            await wait_for(lambda: bool(members.of_kind("building_fire")), 30, "the incident")
+        with Registry.open(registry_url) as registry:
+            store = AlertStore(registry, AuditStore(settings.audit_path))
+            alerts = store.alerts()
+        [incident] = [a for a in alerts if a.kind == "building_fire"]
+        assert incident.place.endswith("/b02") and incident.severity.name == "I"
+        unit_fires = [a for a in alerts if a.kind == "fire"]
+        assert len(unit_fires) >= 2  # smoke in several units (6 detectors, one alert per unit)
+        grouped = [a for a in unit_fires if a.incident_id == incident.id]
+        assert len(grouped) >= len(unit_fires) - 1  # all but a first one raised before grouping
+        # notifications: the incident, plus at most the one unit alert that came first
+        notified_fire_alerts = {p["alert_id"] for ps in members.of_kind("fire").values() for p in ps}
+        assert len(notified_fire_alerts) <= 1
+    finally:
+        members.close()
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+
+async def test_elder_living_alone_without_water_use_raises_the_water_alert(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    community, registry_url, fleet = registered_community(300, 41, unique, tmp_path)
+    home = next(h for h in community.households if h.elder_alone)
+    settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
+        update={"audit_path": tmp_path / "audit.sqlite3"}
+    )
+    members = Members(services)
+    try:
+        async with running_gateway(settings):
+            # 20 simulated hours at 3600×: the household uses no water from hour 2 on.
+            await simulate(
+                services,
+                ["--households", "300", "--speed", "3600", "--duration", "20", "--seed", "41",
+                 "--community", unique, "--fleet-out", str(fleet),
+                 "--scenario", f"elder-inactive@{home.building}/{home.unit}/{home.room}@2h@hours=16"],
+            )  # fmt: skip
+            await wait_for(lambda: bool(members.of_kind("elder_inactive")), 30, "the water alert")
+        inactive = members.of_kind("elder_inactive")
+        assert all(p["building"] == home.building and p["unit"] == home.unit
+                   for ps in inactive.values() for p in ps)  # fmt: skip
+        with Registry.open(registry_url) as registry:
+            store = AlertStore(registry, AuditStore(settings.audit_path))
+            kinds = [a.kind for a in store.alerts() if a.kind == "elder_inactive"]
+        assert kinds == ["elder_inactive"]  # that one household, no other elder
+    finally:
+        members.close()
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)

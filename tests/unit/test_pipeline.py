@@ -265,7 +265,9 @@ def test_dead_letter_store_is_bounded(tmp_path: Path) -> None:
 class HighEnergyRule:
     """A stand-in rule: one condition per meter reading above 5 kWh."""
 
-    def on_reading(self, reading: Reading, device: DeviceInfo | None) -> list[Condition]:
+    def on_reading(
+        self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
+    ) -> list[Condition]:
         if reading.values.get("energy_kwh", 0) <= 5:
             return []
         return [
@@ -308,3 +310,35 @@ async def test_alerts_are_accepted_before_the_batch_is_acked(tmp_path: Path) -> 
     await asyncio.wait_for(task, 5)
     assert sorted(c.device_id for c in accepted) == [f"m-{i}" for i in range(6, 10)]
     assert pipeline.metrics.conditions == 4
+
+
+class BrokenRule(HighEnergyRule):
+    def on_reading(
+        self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
+    ) -> list[Condition]:
+        raise KeyError("a bug in a rule")
+
+
+async def test_a_failing_rule_does_not_stop_ingestion(tmp_path: Path) -> None:
+    source, writer = ListSource([msg(i) for i in range(5)]), FlakyWriter()
+    pipeline = Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        privacy=PRIVACY,
+        config=PipelineConfig(batch_size=10, linger_s=0.01),
+        rules=BrokenRule(),
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    await asyncio.wait_for(_until(lambda: len(source.acked) == 5), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(writer.lines) == 5 and pipeline.metrics.rule_errors == 5
+
+
+async def _until(condition: object) -> None:
+    while not condition():  # type: ignore[operator]
+        await asyncio.sleep(0.01)
