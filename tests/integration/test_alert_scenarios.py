@@ -30,7 +30,8 @@ class Members:
     """Every member's alert topic, as their apps would subscribe: deliveries deduplicated by
     `delivery_id`, as receivers must."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, community: str) -> None:
+        self.community = community  # other tests publish alerts too, for their communities
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -42,6 +43,8 @@ class Members:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         payload = json.loads(msg.payload)
+        if payload.get("community") != self.community:
+            return
         with self._lock:
             if payload["delivery_id"] in self._seen:
                 return
@@ -66,7 +69,7 @@ async def test_gas_leak_reaches_exactly_the_responsible_members(
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services)
+    members = Members(services, unique)
     try:
         async with running_gateway(settings):
             await simulate(
@@ -107,7 +110,7 @@ async def test_smoke_spreading_is_one_building_incident_not_one_notification_per
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services)
+    members = Members(services, unique)
     try:
         async with running_gateway(settings):
             await simulate(
@@ -142,7 +145,7 @@ async def test_elder_living_alone_without_water_use_raises_the_water_alert(
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services)
+    members = Members(services, unique)
     try:
         async with running_gateway(settings):
             # 20 simulated hours at 3600×: the household uses no water from hour 2 on.
