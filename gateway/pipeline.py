@@ -198,9 +198,12 @@ class Pipeline:
         rules = self.rules
         for (reading, info), clocked in zip(private, device_clock, strict=True):
             if rules is not None:  # rules see de-identified readings only
-                batch.conditions.extend(
-                    self._guarded(rules.on_reading, reading, info, device_clock=clocked)
-                )
+                try:  # inline, not through _guarded: this runs for every reading
+                    found = rules.on_reading(reading, info, device_clock=clocked)
+                except Exception as exc:
+                    found = self._rule_failed(exc)
+                if found:
+                    batch.conditions.extend(found)
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
@@ -217,10 +220,13 @@ class Pipeline:
         try:
             return rule(*args, **kw)
         except Exception as exc:
-            self.metrics.rule_errors += 1
-            if self.metrics.rule_errors <= 10 or self.metrics.rule_errors % 10_000 == 0:
-                log.exception("alert rule failed (%d so far): %s", self.metrics.rule_errors, exc)
-            return []
+            return self._rule_failed(exc)
+
+    def _rule_failed(self, exc: Exception) -> list[Condition]:
+        self.metrics.rule_errors += 1
+        if self.metrics.rule_errors <= 10 or self.metrics.rule_errors % 10_000 == 0:
+            log.error("alert rule failed (%d so far): %r", self.metrics.rule_errors, exc)
+        return []
 
     def _rp(self, reading: Reading) -> str | None:
         if self.retention is None:

@@ -615,12 +615,24 @@ class _Where:
     place: str
 
 
+_CUTS: dict[tuple[Location, PlaceLevel], _Where] = {}
+_CUTS_MAX = 100_000  # places repeat per device: every reading would otherwise rebuild them
+
+
 def _cut(location: Location, level: PlaceLevel) -> _Where:
     """Cut to `level`, or to the deepest known part when the location stops short of it."""
-    parts = (location.community, location.grid, location.building, location.unit, location.room)
-    known = next((i for i, p in enumerate(parts) if not p), len(parts))
-    chosen = _LEVEL_AT[max(1, min(_DEPTH[level], known))]
-    return _Where(place_at(location, chosen), chosen, place_key(location, chosen))
+    where = _CUTS.get((location, level))
+    if where is None:
+        parts = (
+            location.community, location.grid, location.building, location.unit, location.room
+        )  # fmt: skip
+        known = next((i for i, p in enumerate(parts) if not p), len(parts))
+        chosen = _LEVEL_AT[max(1, min(_DEPTH[level], known))]
+        where = _Where(place_at(location, chosen), chosen, place_key(location, chosen))
+        if len(_CUTS) >= _CUTS_MAX:
+            _CUTS.clear()
+        _CUTS[(location, level)] = where
+    return where
 
 
 @dataclass(frozen=True, slots=True)
