@@ -8,7 +8,7 @@ import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import pytest
@@ -20,7 +20,7 @@ from devices.errors import RejectedInput
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.reading import Reading
-from devices.validation import check_time
+from devices.validation import stamp_and_check
 from gateway.storage.points import PointEncoder, measurement_of
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
@@ -96,10 +96,7 @@ class FakeGateway:
         return readings
 
     def _admit(self, reading: Reading, received_ns: int) -> Reading:
-        if reading.time_ns == RECEIVE_TIME:
-            reading = replace(reading, time_ns=received_ns)
-        else:
-            check_time(reading, received_ns, MAX_PAST_S, MAX_FUTURE_S)
+        reading = stamp_and_check(reading, received_ns, received_ns, MAX_PAST_S, MAX_FUTURE_S)
         info = self.devices.get(reading.device_id)
         if info is None:
             raise RejectedInput("unregistered")
