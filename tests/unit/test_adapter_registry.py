@@ -3,7 +3,6 @@ file is refused with a ConfigError that names the route."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from adapters.registry import (
 from devices.errors import ConfigError, RejectedInput
 
 ROUTES_YAML = Path(__file__).resolve().parents[2] / "adapters" / "routes.yaml"
-HAVE_BINARY = all(importlib.util.find_spec(f"adapters.{m}") for m in ("dlt645", "cjt188"))
-needs_binary = pytest.mark.skipif(not HAVE_BINARY, reason="dlt645/cjt188 not written yet")
 
 SAMPLE_TOPICS = {
     "gridgate/v1/c1/safety/sd-001/telemetry": "gridgate_json",
@@ -38,13 +35,11 @@ SAMPLE_TOPICS = {
 }
 
 
-@needs_binary
 @pytest.mark.parametrize(("topic", "adapter"), sorted(SAMPLE_TOPICS.items()))
 def test_shipped_routes_send_each_sample_topic_to_its_adapter(topic: str, adapter: str) -> None:
     assert load_routes().adapter_for(topic).name == adapter
 
 
-@needs_binary
 def test_shipped_routes_subscribe_to_every_adapter_with_all_communities() -> None:
     registry = load_routes()
     assert registry.subscriptions() == [
@@ -59,14 +54,12 @@ def test_shipped_routes_subscribe_to_every_adapter_with_all_communities() -> Non
     assert registry.routes[0].adapter is gridgate_json  # the gateway relies on it
 
 
-@needs_binary
 def test_the_default_registry_is_the_shipped_file() -> None:
     assert default_registry().subscriptions() == load_routes().subscriptions()
     assert default_registry("c9").subscriptions() == load_routes(community="c9").subscriptions()
     assert load_routes(ROUTES_YAML).subscriptions() == load_routes().subscriptions()
 
 
-@needs_binary
 def test_shipped_routes_decode_real_messages_of_every_format() -> None:
     registry = load_routes(community="c1")
     gas = json.dumps({"imei": "868480051234567", "time": "2024-05-20 08:30:15", "gas": 2500})
@@ -83,7 +76,6 @@ def test_shipped_routes_decode_real_messages_of_every_format() -> None:
     assert cold.values["water_m3"] == 1234.56 and cold.values["battery_low"] is True
 
 
-@needs_binary
 def test_options_reach_configure() -> None:
     registry = load_routes()
     gas = registry.adapter_for("vendor/gasdet/c1/x/data")
@@ -92,7 +84,6 @@ def test_options_reach_configure() -> None:
     assert isinstance(meter, vendor_meter.MeterCodec) and meter.battery_low_v == 3.3
 
 
-@needs_binary
 def test_community_is_substituted() -> None:
     registry = load_routes(community="c1")
     assert "vendor/band/c1/+/up" in registry.subscriptions()
@@ -148,8 +139,7 @@ def test_adapters_lists_every_adapter_module_by_name() -> None:
         "vendor_meter",
         "vendor_wearable",
     } <= names
-    if HAVE_BINARY:
-        assert {"dlt645", "cjt188"} <= names
+    assert {"dlt645", "cjt188"} <= names
     assert not names & {"base", "registry", "vendor_common", "_frames"}
     for name in names:
         assert ADAPTERS[name].name == name and callable(ADAPTERS[name].decode)
@@ -321,7 +311,6 @@ def test_bad_files_are_refused_naming_the_route(text: str, fragments: list[str])
         assert fragment in message, message
 
 
-@needs_binary
 def test_binary_adapter_options_are_checked_by_their_configure() -> None:
     text = one_route(
         "gridgate/raw/{community}/cjt188/+", "cjt188", "    options: {battery_low_bit: 99}\n"

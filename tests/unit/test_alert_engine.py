@@ -20,6 +20,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from devices.location import Location
+from gateway.alerts.delivery import Outbox
 from gateway.alerts.engine import AlertChange, AlertEngine, ChangeKind
 from gateway.alerts.model import (
     OPEN_STATES,
@@ -627,10 +628,9 @@ def test_a_step_whose_audit_record_fails_is_rolled_back(
 def test_with_the_real_outbox_an_alert_and_its_deliveries_commit_together(
     tmp_path: Path,
 ) -> None:
-    delivery = pytest.importorskip("gateway.alerts.delivery")
     w = build_world(tmp_path)
     try:
-        outbox = delivery.Outbox(w.registry.engine, clock_ns=w.clock)
+        outbox = Outbox(w.registry.engine, clock_ns=w.clock)
         engine = AlertEngine(w.registry, w.audit, clock_ns=w.clock, router=w.router, outbox=outbox)
         change = one(engine.handle([cond()]))
         assert change.dispatch is not None

@@ -247,10 +247,9 @@ def test_fleet_yaml_parses_and_every_place_exists(big: Community) -> None:
 
 
 def test_fleet_file_imports_into_the_registry(tmp_path: Path) -> None:
-    store = pytest.importorskip("gateway.registry.store")
-    importer = pytest.importorskip("gateway.registry.importer")
-    keys = pytest.importorskip("privacy.keys")
-    operators = pytest.importorskip("privacy.operators")
+    from gateway.registry import importer, store
+    from privacy import keys, operators
+
     community = build_community(400, seed=5)
     path = community.write_fleet(tmp_path / "fleet-xf.yaml")
     registry = store.Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 import stat
 from pathlib import Path
@@ -178,7 +177,6 @@ def test_bad_key_files_are_refused(tmp_path: Path, body: str, match: str) -> Non
     assert HEX1 not in str(info.value) and HEX2 not in str(info.value)
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "k"
     path.write_text(f"k1 {HEX1}\n", encoding="utf-8")
