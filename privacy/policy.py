@@ -35,7 +35,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -46,7 +45,7 @@ from pydantic import (
     model_validator,
 )
 
-from devices.errors import ConfigError
+from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from devices.families import Family
 from devices.models import FAMILY_DATA, DataClass, FamilyData, StatusData, field_classes
 from privacy.operators import MASKS, IdentifierKind
@@ -260,25 +259,7 @@ class Policy:
 # -- loading -------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys silently; a policy must not."""
-
-
-def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
+WHAT = "privacy policy"
 
 
 def default_policy_text() -> str:
@@ -289,30 +270,16 @@ def load_policy(path: Path | None = None) -> Policy:
     """The policy in `path`, or the shipped default (`privacy/policy.yaml`)."""
     if path is None:
         return parse_policy(default_policy_text(), source="privacy/policy.yaml (default)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"privacy policy {path} cannot be read: {exc}") from None
-    return parse_policy(text, source=str(path))
+    return parse_policy(read_text(path, WHAT), source=str(path))
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"privacy policy {source} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"privacy policy {source} must be a mapping with version: 1")
+    raw = load_mapping(text, source, WHAT, "version: 1")
     try:
         parsed = PolicyIn.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        raise _invalid(source, problems) from None
-    problems = []
+        raise invalid(WHAT, source, validation_problems(exc)) from None
+    problems: list[str] = []
     families: dict[str, FamilyPolicy] = {}
     for key in FAMILY_KEYS:
         family_in: FamilyPolicyIn = getattr(parsed.families, key)
@@ -320,7 +287,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     retention = {name: _retention(getattr(parsed.retention, name)) for name in MEASUREMENTS}
     _check_retention(retention, problems)
     if problems:
-        raise _invalid(source, problems)
+        raise invalid(WHAT, source, problems)
     return Policy(
         source=source,
         families=families,
@@ -329,12 +296,6 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         age_on=None if parsed.age_on == "event_date" else parsed.age_on,
         position_decimals=parsed.position_decimals,
     )
-
-
-def _invalid(source: str, problems: list[str]) -> ConfigError:
-    shown = problems[:20]
-    more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-    return ConfigError(f"privacy policy {source} is invalid:\n  " + "\n  ".join(shown) + more)
 
 
 def _check_family(key: str, family: FamilyPolicyIn, problems: list[str]) -> FamilyPolicy:

@@ -27,11 +27,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 from sqlalchemy import Connection, select
 
-from devices.errors import ConfigError
+from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from gateway.alerts.model import Alert, Notification, Severity
 from gateway.registry import Registry, Role
 from gateway.registry.models import Place
@@ -208,23 +207,7 @@ class RoutingPolicy:
         return [chosen, first] if self.remind_first_responders else [chosen]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys silently; a routing file must not."""
-
-
-def _no_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+WHAT = "routing policy"
 
 
 def default_policy_text() -> str:
@@ -235,30 +218,16 @@ def load_routing_policy(path: Path | None = None) -> RoutingPolicy:
     """The routing policy in `path`, or the shipped default. Raises ConfigError."""
     if path is None:
         return parse_routing_policy(default_policy_text(), "gateway/alerts/routing.yaml (default)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"routing policy {path} cannot be read: {exc}") from None
-    return parse_routing_policy(text, str(path))
+    return parse_routing_policy(read_text(path, WHAT), str(path))
 
 
 def parse_routing_policy(text: str, source: str = "<routing policy>") -> RoutingPolicy:
     """Check everything and report every problem at once: a routing file must not half-load."""
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"routing policy {source} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"routing policy {source} must be a mapping with version: 1")
+    raw = load_mapping(text, source, WHAT, "version: 1")
     try:
         parsed = RoutingPolicyIn.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        raise _invalid(source, errors) from None
+        raise invalid(WHAT, source, validation_problems(exc)) from None
 
     problems: list[str] = []
     missing = [name for name in SEVERITY_NAMES if name not in parsed.severities]
@@ -303,7 +272,7 @@ def parse_routing_policy(text: str, source: str = "<routing policy>") -> Routing
         for i, level in enumerate(parsed.escalation.levels)
     )
     if problems:
-        raise _invalid(source, problems)
+        raise invalid(WHAT, source, problems)
     return RoutingPolicy(
         source=source,
         severities=severities,
@@ -313,12 +282,6 @@ def parse_routing_policy(text: str, source: str = "<routing policy>") -> Routing
         remind_first_responders=parsed.escalation.remind_first_responders,
         webhooks={n: Webhook(n, w.url, w.url_env) for n, w in parsed.webhooks.items()},
     )
-
-
-def _invalid(source: str, problems: list[str]) -> ConfigError:
-    shown = problems[:20]
-    more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-    return ConfigError(f"routing policy {source} is invalid:\n  " + "\n  ".join(shown) + more)
 
 
 # -- routing -------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -55,7 +54,7 @@ from pydantic import (
     model_validator,
 )
 
-from devices.errors import ConfigError
+from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from devices.families import EVENT_KINDS, Channel, Family
 from devices.info import DeviceInfo
 from devices.location import Location
@@ -341,25 +340,7 @@ class RuleSet:
 # -- loading -------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys silently; a rules file must not."""
-
-
-def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
-)
+WHAT = "alert rules"
 
 
 def default_rules_text() -> str:
@@ -370,32 +351,20 @@ def load_rules(path: Path | None = None) -> RuleSet:
     """The rules in `path`, or the shipped default; any problem refuses them all (ConfigError)."""
     if path is None:
         return parse_rules(default_rules_text(), source="gateway/alerts/rules.yaml (default)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"alert rules {path} cannot be read: {exc}") from None
-    return parse_rules(text, source=str(path))
+    return parse_rules(read_text(path, WHAT), source=str(path))
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     """Pure: text → checked rules. Every problem is reported with its path, at once."""
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"alert rules {source} are not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"alert rules {source} must be a mapping with version: 1 and rules")
+    raw = load_mapping(text, source, WHAT, "version: 1 and rules")
     try:
         parsed = RulesFile.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{_where(raw, err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        raise _invalid(source, problems) from None
+        problems = validation_problems(exc, where=lambda loc: _where(raw, tuple(loc)))
+        raise invalid(WHAT, source, problems) from None
     problems = _check(parsed.rules)
     if problems:
-        raise _invalid(source, problems)
+        raise invalid(WHAT, source, problems)
     return RuleSet(source, tuple(parsed.rules))
 
 
@@ -419,12 +388,6 @@ def _where(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
         else:
             parts.append(str(p))
     return ".".join(parts) or "(top)"
-
-
-def _invalid(source: str, problems: list[str]) -> ConfigError:
-    shown = problems[:20]
-    more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-    return ConfigError(f"alert rules {source} are invalid:\n  " + "\n  ".join(shown) + more)
 
 
 def _field_kind(family: Family, name: str) -> str | None:
