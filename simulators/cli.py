@@ -8,7 +8,6 @@ not (or could not be queued), 2 the broker was unreachable or the arguments were
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,13 @@ import orjson
 from devices.topics import is_valid_id
 from simulators import community_cli
 from simulators.fleet import make_fleet
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, Progress, Publisher, PublishError
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    Progress,
+    Publisher,
+    PublishError,
+    add_broker_arguments,
+)
 from simulators.traffic import Traffic
 
 DEFAULT_DURATION_S = 10.0
@@ -44,17 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--community", default="demo", help="community id (topic-safe)")
     parser.add_argument("--seed", type=int, default=0, help="fleet and traffic seed")
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("GRIDGATE_MQTT_HOST", "127.0.0.1"),
-        help="MQTT broker host (env GRIDGATE_MQTT_HOST)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("GRIDGATE_MQTT_PORT", "18830")),
-        help="MQTT broker port (env GRIDGATE_MQTT_PORT)",
-    )
+    add_broker_arguments(parser)
     parser.add_argument(
         "--max-inflight",
         type=int,

@@ -12,7 +12,6 @@ Exit status: 0 every message acknowledged, 1 some were not, 2 bad arguments or n
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import signal
 import sys
@@ -32,7 +31,13 @@ import orjson
 from devices.topics import is_valid_id
 from simulators import formats
 from simulators.community import Community, build_community
-from simulators.publisher import DEFAULT_MAX_INFLIGHT, Progress, Publisher, PublishError
+from simulators.publisher import (
+    DEFAULT_MAX_INFLIGHT,
+    Progress,
+    Publisher,
+    PublishError,
+    add_broker_arguments,
+)
 from simulators.scenarios import SCENARIOS, Injection, ScenarioError, inject
 from simulators.schedule import DEFAULT_DURATION_S, NS, Schedule, Scheduled, SimClock
 from simulators.traffic import SimMessage
@@ -89,17 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--community", default="xf", help="community code (topic-safe)")
     parser.add_argument("--seed", type=int, default=0, help="community and traffic seed")
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("GRIDGATE_MQTT_HOST", "127.0.0.1"),
-        help="MQTT broker host (env GRIDGATE_MQTT_HOST)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("GRIDGATE_MQTT_PORT", "18830")),
-        help="MQTT broker port (env GRIDGATE_MQTT_PORT)",
-    )
+    add_broker_arguments(parser)
     parser.add_argument("--max-inflight", type=int, default=DEFAULT_MAX_INFLIGHT)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

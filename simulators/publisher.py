@@ -21,6 +21,8 @@ paho-mqtt 2.x notes that shape this module:
 
 from __future__ import annotations
 
+import argparse
+import os
 import threading
 import time
 import uuid
@@ -390,3 +392,18 @@ def simulate(
         report = pub.run(traffic, rate=rate, duration_s=duration_s, count=count, progress=progress)
     report.community = community
     return report
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """--host/--port of the broker to publish to, defaulting to the gateway's settings."""
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRIDGATE_MQTT_HOST", "127.0.0.1"),
+        help="MQTT broker host (env GRIDGATE_MQTT_HOST)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRIDGATE_MQTT_PORT", "18830")),
+        help="MQTT broker port (env GRIDGATE_MQTT_PORT)",
+    )
