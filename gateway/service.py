@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
@@ -121,8 +122,11 @@ async def run_gateway(
     metrics: GatewayMetrics | None = None,
     adapters: AdapterRegistry | None = None,
     ready: asyncio.Event | None = None,
+    alert_clock_ns: Callable[[], int] = time.time_ns,
 ) -> GatewayMetrics:
-    """Run until `stop` is set; returns the final counters. `ready` is set once subscribed."""
+    """Run until `stop` is set; returns the final counters. `ready` is set once subscribed.
+    `alert_clock_ns` is the alerts' wall clock (deadlines, escalation, delivery retries):
+    tests pass a fake one to see an hour of escalation in a second."""
     metrics = metrics or GatewayMetrics()
     adapters = adapters or default_registry(settings.community)
     # Privacy first: no key or a bad policy means the gateway does not start at all.
@@ -184,6 +188,7 @@ async def run_gateway(
                             mqtt_port=settings.mqtt_port,
                             mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
                             escalation_s=settings.escalation_check_s,
+                            clock_ns=alert_clock_ns,
                         ),
                     )
                     alerts.refresh_households(registry.all_devices())

@@ -26,7 +26,7 @@ from gateway.alerts.delivery import (
 from gateway.alerts.engine import AlertChange, AlertEngine
 from gateway.alerts.escalation import Escalator
 from gateway.alerts.lifecycle import Lifecycle
-from gateway.alerts.model import Condition
+from gateway.alerts.model import Alert, Condition, PlaceLevel, place_at
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
 from gateway.liveness import LivenessEvent
@@ -46,6 +46,25 @@ class AlertConfig:
     tick_s: float = 1.0
     escalation_s: float = 5.0
     clock_ns: Callable[[], int] = field(default=time.time_ns)
+
+
+DELIVERY_FAILED = "delivery_failed"
+
+
+def delivery_failed_condition(failed: Alert, channel: str, now_ns: int) -> Condition:
+    """The alert that a notification of `failed` could not be delivered: at the community (the
+    duty desk's place), as severe as what was not delivered, open until a person resolves it."""
+    return Condition(
+        rule_id=DELIVERY_FAILED,
+        key=DELIVERY_FAILED,
+        kind=DELIVERY_FAILED,
+        severity=failed.severity,
+        location=place_at(failed.location, PlaceLevel.COMMUNITY),
+        level=PlaceLevel.COMMUNITY,
+        at_ns=now_ns,
+        detail={"failed_alert_id": failed.id, "failed_kind": failed.kind, "channel": channel},
+        auto_clear=False,
+    )
 
 
 class TimedRules:
@@ -111,7 +130,10 @@ class AlertService:
         if self._worker is not None and any(c.notify for c in changes):
             self._worker.notify()
 
-    def _delivery_dead(self, item: OutboxItem) -> None:
+    async def _delivery_dead(self, item: OutboxItem) -> None:
+        """Someone was not told: recorded on the alert, and raised as an alert of its own to
+        the community duty desk (one open per community, so a dead channel is one alert, not
+        one per message; a failure to deliver *that* alert is only recorded, never looped)."""
         log.error(
             "alert %s: delivery to %s over %s given up: %s",
             item.alert_id,
@@ -119,10 +141,16 @@ class AlertService:
             item.channel,
             item.last_error,
         )
-        with contextlib.suppress(Exception):  # recorded on the alert; the next step escalates
-            self.lifecycle.delivery_failed(
-                item.alert_id, item.member_id, item.channel, item.last_error or ""
-            )
+        failed = await asyncio.to_thread(
+            self.lifecycle.delivery_failed,
+            item.alert_id,
+            item.member_id,
+            item.channel,
+            item.last_error or "",
+        )
+        if failed.kind == DELIVERY_FAILED:
+            return
+        await self.accept([delivery_failed_condition(failed, item.channel, self.config.clock_ns())])
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config

@@ -50,11 +50,15 @@ def settings_for(services: Services, community: str, database: str, tmp: Path) -
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[GatewayMetrics]:
+async def running_gateway(
+    settings: Settings, alert_clock_ns: Callable[[], int] = time.time_ns
+) -> AsyncIterator[GatewayMetrics]:
     """The gateway as a task of this event loop; stopped (gracefully) on exit."""
     stop, ready = asyncio.Event(), asyncio.Event()
     metrics = GatewayMetrics()
-    task = asyncio.create_task(run_gateway(settings, stop, metrics, ready=ready))
+    task = asyncio.create_task(
+        run_gateway(settings, stop, metrics, ready=ready, alert_clock_ns=alert_clock_ns)
+    )
     try:
         await asyncio.wait_for(ready.wait(), 30)
         yield metrics

@@ -20,8 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,102 +38,29 @@ from gateway.alerts.delivery import (
     WebhookSender,
     community_topic,
     member_topic,
-    verify_signature,
 )
 from gateway.alerts.delivery.webhook import (
-    DELIVERY_HEADER,
     SECRETS_ENV,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
 )
 from gateway.alerts.model import Notification
 from gateway.audit_store import AuditStore
 from gateway.registry.store import Registry
 from tests.integration.conftest import ROOT, Services
 from tests.integration.mqtt_util import drop_session
+from tests.integration.webhook_receiver import SECRET, Receiver, running_receiver
 
 pytestmark = pytest.mark.integration
 
-SECRET = "integration-webhook-secret-0123456789"
 PSEUDONYM = "k1:abcdefghijklmnopqrstuvwxyz"
 
 
-# -- a real webhook receiver -------------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    path: str
-    delivery: str
-    body: dict[str, Any]
-    signed: bool  # the receiver verified the signature
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 that verifies signatures and answers per `answer`:
-    a status, or "hold" (record the request, then answer only when `release` is set)."""
-
-    answer: Callable[[Hit, int], int | str] = lambda hit, nth: 200
-    hits: list[Hit] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    port: int = 0
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, member: str) -> str:
-        return f"{self.origin}/hook/{member}"
-
-    def seen(self) -> Counter[str]:
-        with self.lock:
-            return Counter(h.delivery for h in self.hits)
+# -- a real webhook receiver (tests.integration.webhook_receiver) ----------------------------
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            signed = verify_signature(
-                SECRET,
-                self.headers.get(TIMESTAMP_HEADER, ""),
-                body,
-                self.headers.get(SIGNATURE_HEADER, ""),
-            )
-            hit = Hit(self.path, self.headers.get(DELIVERY_HEADER, ""), json.loads(body), signed)
-            with state.lock:
-                state.hits.append(hit)
-                nth = sum(1 for h in state.hits if h.delivery == hit.delivery)
-            answer = state.answer(hit, nth) if signed else 401
-            if answer == "hold":
-                state.release.wait(60)
-                answer = 200
-            try:
-                self.send_response(int(answer))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            except OSError:  # the sender is gone (killed while we held its request)
-                pass
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_receiver() as state:
         yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 # -- a real MQTT subscriber --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
@@ -117,7 +118,7 @@ class DeliveryWorker:
         webhook_sender: WebhookSenderLike | None,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
-        on_dead: Callable[[OutboxItem], None],
+        on_dead: Callable[[OutboxItem], Awaitable[None] | None],
         hub: Hub | None = None,
         audit: AuditSink | None = None,
         retry: Mapping[str, RetryPolicy] | None = None,
@@ -343,7 +344,9 @@ class DeliveryWorker:
                         "error": item.last_error,
                     },
                 )
-            self.on_dead(item)
+            reported = self.on_dead(item)
+            if inspect.isawaitable(reported):
+                await reported
             await asyncio.to_thread(self.outbox.mark_dead_reported, item.idempotency_key)
         except Exception:
             self.stats.errors += 1
