@@ -184,9 +184,11 @@ async def run_gateway(
                         AlertConfig(
                             rules_path=settings.alert_rules,
                             routing_path=settings.routing_policy,
-                            mqtt_host=settings.mqtt_host,
-                            mqtt_port=settings.mqtt_port,
+                            mqtt_host=settings.alert_mqtt_host or settings.mqtt_host,
+                            mqtt_port=settings.alert_mqtt_port or settings.mqtt_port,
                             mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
+                            mqtt_username=settings.mqtt_username,
+                            mqtt_password=mqtt_password,
                             escalation_s=settings.escalation_check_s,
                             clock_ns=alert_clock_ns,
                         ),

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     alert_rules: Path | None = None
     routing_policy: Path | None = None
     escalation_check_s: float = Field(default=5.0, gt=0)
+    # The broker the members' apps listen on (default: the ingest broker). Ingestion does not
+    # wait for it: while it is down alerts wait in the outbox, across restarts too.
+    alert_mqtt_host: str | None = None
+    alert_mqtt_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Device registry (SQLAlchemy URL; PostgreSQL for several gateway processes)
     registry_url: str = "sqlite:///.run/gridgate/registry.sqlite3"

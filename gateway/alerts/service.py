@@ -43,6 +43,8 @@ class AlertConfig:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 18830
     mqtt_client_id: str = "gridgate-alerts"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
     tick_s: float = 1.0
     escalation_s: float = 5.0
     clock_ns: Callable[[], int] = field(default=time.time_ns)
@@ -157,7 +159,11 @@ class AlertService:
         webhooks = WebhookSender(WebhookSecrets.from_env())
         try:
             async with MqttPublisher(
-                cfg.mqtt_host, cfg.mqtt_port, client_id=cfg.mqtt_client_id
+                cfg.mqtt_host,
+                cfg.mqtt_port,
+                client_id=cfg.mqtt_client_id,
+                username=cfg.mqtt_username,
+                password=cfg.mqtt_password,
             ) as mqtt:
                 self._worker = DeliveryWorker(
                     self.outbox,

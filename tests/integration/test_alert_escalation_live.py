@@ -122,7 +122,9 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
                 a = gas_alerts()[ignored.location.unit]
                 b = gas_alerts()[taken.location.unit]
                 assert a.severity.name == b.severity.name == "I"
-                await wait_for(lambda: told(members, a.id, "raised") == first, 30, "first responders")
+                await wait_for(
+                    lambda: told(members, a.id, "raised") == first, 30, "first responders"
+                )
                 # someone in b02 acknowledges: that alert must never escalate
                 acker = next(iter(told(members, b.id, "raised")))
                 Lifecycle(store, clock_ns=clock).acknowledge(b.id, acker)
@@ -182,7 +184,9 @@ async def test_a_dead_emergency_webhook_raises_an_alert_to_the_duty_desk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_receiver() as receiver:
-        await dead_webhook_raises_alert(services, unique, influx_db, tmp_path, receiver, monkeypatch)
+        await dead_webhook_raises_alert(
+            services, unique, influx_db, tmp_path, receiver, monkeypatch
+        )
 
 
 async def dead_webhook_raises_alert(

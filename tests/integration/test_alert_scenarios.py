@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Members:
     def __init__(self, services: Services, community: str) -> None:
         self.community = community  # other tests publish alerts too, for their communities
         self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.wire: Counter[str] = Counter()  # delivery_id → times it arrived, before dedup
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -46,6 +47,7 @@ class Members:
         if payload.get("community") != self.community:
             return
         with self._lock:
+            self.wire[payload["delivery_id"]] += 1
             if payload["delivery_id"] in self._seen:
                 return
             self._seen.add(payload["delivery_id"])
@@ -130,7 +132,9 @@ async def test_smoke_spreading_is_one_building_incident_not_one_notification_per
         grouped = [a for a in unit_fires if a.incident_id == incident.id]
         assert len(grouped) >= len(unit_fires) - 1  # all but a first one raised before grouping
         # notifications: the incident, plus at most the one unit alert that came first
-        notified_fire_alerts = {p["alert_id"] for ps in members.of_kind("fire").values() for p in ps}
+        notified_fire_alerts = {
+            p["alert_id"] for ps in members.of_kind("fire").values() for p in ps
+        }
         assert len(notified_fire_alerts) <= 1
     finally:
         members.close()

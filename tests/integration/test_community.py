@@ -84,9 +84,9 @@ async def test_3000_households_land_with_registry_locations_and_exact_counts(
                     await influx.count(family, "schema", rp=rp_name(family))
                     == report["expected_points"][family]
                 )
-            assert await influx.count("device_status", "schema", rp=rp_name("device_status")) == sum(
-                report["expected_status_points"].values()
-            )
+            assert await influx.count(
+                "device_status", "schema", rp=rp_name("device_status")
+            ) == sum(report["expected_status_points"].values())
             rows = await influx.query(
                 'SELECT last("schema") FROM '
                 + ", ".join(qualified(m) for m in (*FAMILIES, "device_status"))
@@ -97,7 +97,9 @@ async def test_3000_households_land_with_registry_locations_and_exact_counts(
             registered = {info.device_id: info.location for info in registry.all_devices()}
         tags: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
         for row in rows:
-            tags[row["device"]].add((row.get("grid", ""), row.get("building", ""), row.get("unit", "")))
+            tags[row["device"]].add(
+                (row.get("grid", ""), row.get("building", ""), row.get("unit", ""))
+            )
         assert set(tags) <= set(registered)  # nothing stored for an unregistered device
         for device_id, seen in tags.items():
             loc = registered[device_id]

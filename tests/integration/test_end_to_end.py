@@ -53,7 +53,9 @@ def family_readings(community: str, n: int, base_ms: int) -> list[Reading]:
                     channel=channel,
                     kind=kind,
                     time_ns=(base_ms + i) * 1_000_000,
-                    location=Location(community, "g01", f"{i % 5 + 1}号楼", f"{i % 3 + 1}单元", f"{i:04d}"),
+                    location=Location(
+                        community, "g01", f"{i % 5 + 1}号楼", f"{i % 3 + 1}单元", f"{i:04d}"
+                    ),
                     values=vals,
                 )
             )
@@ -109,7 +111,11 @@ async def test_malformed_messages_are_dead_lettered_and_gateway_keeps_running(
         (f"gridgate/v1/{unique}/access/a-1/event", b'{"device_id": "a-1", "ts": "x", "data": {"person_name": "\xe5\xbc\xa0\xe4\xb8\x89", "id_number": "11010519491231002X"}}'),
         (f"gridgate/v1/{unique}/meter/m-1/telemetry", b"{" + b" " * 70_000 + b"}"),
     ]  # fmt: skip
-    messages = [gridgate_json.encode(r) for r in good[:40]] + bad + [gridgate_json.encode(r) for r in good[40:]]
+    messages = (
+        [gridgate_json.encode(r) for r in good[:40]]
+        + bad
+        + [gridgate_json.encode(r) for r in good[40:]]
+    )
     settings = settings_for(services, unique, influx_db, tmp_path)
     try:
         async with running_gateway(settings) as metrics:
@@ -191,9 +197,10 @@ async def test_retention_policies_are_created_and_survive_a_dropped_database(
     second = family_readings(unique, 20, int(time.time() * 1000) - 60_000)
     settings = settings_for(services, unique, influx_db, tmp_path)
     try:
-        async with running_gateway(settings) as metrics, InfluxV1Client(
-            services.influx_url, influx_db
-        ) as influx:
+        async with (
+            running_gateway(settings) as metrics,
+            InfluxV1Client(services.influx_url, influx_db) as influx,
+        ):
             policies = {
                 row["name"]: row["duration"]
                 for row in await influx.query(f'SHOW RETENTION POLICIES ON "{influx_db}"')
@@ -203,12 +210,18 @@ async def test_retention_policies_are_created_and_survive_a_dropped_database(
             assert policies["rp_access"] == "720h0m0s"  # 30 days
             assert policies["rp_meter"] == "26280h0m0s"  # 3 years
             await asyncio.to_thread(
-                publish_all, services.mqtt_host, services.mqtt_port, [gridgate_json.encode(r) for r in first]
+                publish_all,
+                services.mqtt_host,
+                services.mqtt_port,
+                [gridgate_json.encode(r) for r in first],
             )
             await wait_for(lambda: metrics.written >= 80, 30, "first readings")
             await influx.query(f'DROP DATABASE "{influx_db}"')  # an operator's mistake
             await asyncio.to_thread(
-                publish_all, services.mqtt_host, services.mqtt_port, [gridgate_json.encode(r) for r in second]
+                publish_all,
+                services.mqtt_host,
+                services.mqtt_port,
+                [gridgate_json.encode(r) for r in second],
             )
             await wait_for(lambda: metrics.written >= 160, 30, "readings after the drop")
             assert metrics.dead_lettered == 0

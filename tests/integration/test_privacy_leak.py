@@ -36,14 +36,24 @@ from tests.integration.test_community import community_settings, registered_comm
 
 pytestmark = pytest.mark.integration
 
-PERSONAL_FIELDS = ("person_name", "id_number", "phone", "card_no", "plate", "face_image", "face_feature")
+PERSONAL_FIELDS = (
+    "person_name",
+    "id_number",
+    "phone",
+    "card_no",
+    "plate",
+    "face_image",
+    "face_feature",
+)
 # For payloads that do not decode: the shapes of the same data in any vendor's spelling.
 _PATTERNS = [
     re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])"),  # ID numbers, valid or not
     re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"),  # mobiles
     re.compile(r'"(?:person_?[nN]ame|personName|name)"\s*:\s*"([^"]{2,12})"'),
     re.compile(r'"(?:face\w*|certNo|cardNo|card_no|plateNo|plate)"\s*:\s*"([^"]{4,})"'),
-    re.compile(r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-Z][A-Z0-9]{5,6}"),
+    re.compile(
+        r"[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼][A-Z][A-Z0-9]{5,6}"
+    ),
 ]
 
 
@@ -80,7 +90,9 @@ async def influx_dump(influx: InfluxV1Client, database: str) -> str:
     """Every tag and field value of every point in every retention policy, as text
     (timestamps left out: they are long digit runs that mean nothing here)."""
     parts: list[str] = []
-    policies = [r["name"] for r in await influx.query(f"SHOW RETENTION POLICIES ON {quote_ident(database)}")]
+    policies = [
+        r["name"] for r in await influx.query(f"SHOW RETENTION POLICIES ON {quote_ident(database)}")
+    ]
     measurements = [r["name"] for r in await influx.query("SHOW MEASUREMENTS")]
     assert "access" in measurements and len(policies) > 1
     for rp in policies:
@@ -103,24 +115,34 @@ def dead_letter_dump(path: Path) -> tuple[str, bytes]:
 
 
 async def test_no_personal_data_anywhere(
-    services: Services, unique: str, influx_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    services: Services,
+    unique: str,
+    influx_db: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     community, registry_url, _ = registered_community(100, 23, unique, tmp_path)
     clock = SimClock.plan(600, 20)
     injections = plan_injections(community, clock, [parse_scenario("hostile@b01")], 23)
-    messages = [(m.topic, m.payload) for m in Schedule(community, clock, seed=23, injections=injections)]
+    messages = [
+        (m.topic, m.payload) for m in Schedule(community, clock, seed=23, injections=injections)
+    ]
     rng = random.Random(23)
     now_ms = int(time.time() * 1000)
     for case in malformed.CASES:  # every malformed case, several times, some with personal data
-        messages += [malformed.bad_message(rng, unique, now_ms=now_ms, case=case)[:2] for _ in range(5)]
+        messages += [
+            malformed.bad_message(rng, unique, now_ms=now_ms, case=case)[:2] for _ in range(5)
+        ]
 
     adapters = default_registry()
     published: set[str] = set()
     for topic, payload in messages:
         published |= harvest(topic, payload, adapters)
     published -= {r.name for r in community.members}  # staff names are not residents' data
-    assert len(published) > 100, "the traffic must carry personal data for this test to mean anything"
+    assert len(published) > 100, (
+        "the traffic must carry personal data for this test to mean anything"
+    )
     targets = needles(published)
 
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url)

@@ -85,16 +85,23 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
         update={"mqtt_port": broker.port}
     )
     async with running_gateway(settings) as metrics:
-        await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in before])
+        await asyncio.to_thread(
+            publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in before]
+        )
         await wait_for(lambda: metrics.written >= 4 * n, 30, "first half written")
         broker.stop()
         await asyncio.sleep(0.5)  # the gateway notices and starts its backoff
         broker.start()
-        await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in after])
+        await asyncio.to_thread(
+            publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in after]
+        )
         await wait_for(lambda: metrics.written >= 8 * n, 60, "second half written after reconnect")
     async with InfluxV1Client(services.influx_url, influx_db) as influx:
         total = sum(
-            [await influx.count(f, "schema", rp=rp_name(f)) for f in ("access", "safety", "meter", "elder")]
+            [
+                await influx.count(f, "schema", rp=rp_name(f))
+                for f in ("access", "safety", "meter", "elder")
+            ]
         )
     assert total == 8 * n
     assert metrics.dead_lettered == 0
