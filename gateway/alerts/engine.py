@@ -40,6 +40,7 @@ from gateway.alerts.routing import (
 )
 from gateway.alerts.store import (
     OPEN_STATE_VALUES,
+    AlertEventRow,
     AlertRow,
     AlertStore,
     AlertTx,
@@ -185,7 +186,7 @@ class AlertEngine:
         now = self._clock_ns()
         if not cond.active:
             return self._ended(tx, cond, now)
-        row = tx.find_open(cond.place, cond.key)
+        row = tx.find_open(cond.place, cond.key) or self._reopen(tx, cond, now)
         if row is None:
             row = self._insert(tx, cond, now)
             if row is not None:
@@ -195,6 +196,45 @@ class AlertEngine:
             if row is None:  # pragma: no cover - it was closed again in between
                 raise RuntimeError(f"alert {cond.place} {cond.key} vanished during a race")
         return self._again(tx, row, cond, now)
+
+    def _reopen(self, tx: AlertTx, cond: Condition, now: int) -> AlertRow | None:
+        """The alert of this condition that cleared by itself less than `reopen_within_s`
+        ago, open again in the state it was cleared from; None if there is none (or another
+        process opened one meanwhile). Its deadlines run again from now."""
+        window = self.policy.reopen_within_s * NS_PER_S
+        if not window:
+            return None
+        row = tx.session.scalars(
+            select(AlertRow)
+            .where(
+                AlertRow.place == cond.place,
+                AlertRow.key == cond.key,
+                AlertRow.state == AlertState.CLEARED.value,
+                AlertRow.ended_ns >= now - window,
+            )
+            .order_by(AlertRow.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        told = tx.session.scalars(
+            select(AlertEventRow.seq).where(
+                AlertEventRow.alert_id == row.id, AlertEventRow.step == "notified"
+            )
+        ).first()
+        deadlines = self.policy.deadlines(Severity(row.severity), row.kind)
+        try:
+            with tx.session.begin_nested():
+                row.state = (AlertState.NOTIFIED if told is not None else AlertState.RAISED).value
+                row.ended_ns = None
+                row.ack_deadline_ns = now + deadlines.ack_within_s * NS_PER_S
+                row.resolve_deadline_ns = now + deadlines.resolve_within_s * NS_PER_S
+                tx.session.flush()
+        except IntegrityError:
+            log.info("alert %s %s was opened concurrently; counting a repeat", cond.place, cond.key)
+            return None
+        tx.step(row, "reopened", actor=ENGINE_ACTOR, at_ns=now, detail={"count": row.count})
+        return row
 
     def _insert(self, tx: AlertTx, cond: Condition, now: int) -> AlertRow | None:
         """INSERT under a savepoint; None if the unique index says it is already open."""

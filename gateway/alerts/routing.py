@@ -130,6 +130,7 @@ class RoutingPolicyIn(_Model):
     kinds: dict[StrictStr, KindIn] = {}
     escalation: EscalationIn
     webhooks: dict[StrictStr, WebhookIn] = {}
+    reopen_within_s: int = Field(default=1800, ge=0, le=7 * 86400)
 
 
 # -- the policy, as used -------------------------------------------------------------------
@@ -173,6 +174,7 @@ class RoutingPolicy:
     levels: tuple[Targets, ...]  # escalation level n is levels[n - 1]
     remind_first_responders: bool
     webhooks: Mapping[str, Webhook]
+    reopen_within_s: int = 1800  # a condition back this soon after clearing reopens its alert
 
     @property
     def max_level(self) -> int:
@@ -281,6 +283,7 @@ def parse_routing_policy(text: str, source: str = "<routing policy>") -> Routing
         levels=levels,
         remind_first_responders=parsed.escalation.remind_first_responders,
         webhooks={n: Webhook(n, w.url, w.url_env) for n, w in parsed.webhooks.items()},
+        reopen_within_s=parsed.reopen_within_s,
     )
 
 

@@ -135,6 +135,8 @@ Index(
     sqlite_where=AlertRow.state.in_(OPEN_STATE_VALUES),
     postgresql_where=AlertRow.state.in_(OPEN_STATE_VALUES),
 )
+# Finding a recently cleared alert to reopen (a flapping condition).
+Index("ix_alerts_place_key_ended", AlertRow.place, AlertRow.key, AlertRow.ended_ns)
 
 
 class AlertEventRow(AlertBase):

@@ -328,12 +328,47 @@ def test_an_ended_condition_clears_its_alert(world: World) -> None:
     assert alert.id == raised.alert.id and alert.state is AlertState.CLEARED
     assert alert.ack_deadline_ns is None and alert.resolve_deadline_ns is None
     assert open_rows(world.registry) == []
-    # Ending again changes nothing; the condition coming back is a new alert.
+    # Ending again changes nothing.
     assert world.engine.handle([cond(active=False)]) == []
-    new = one(world.engine.handle([cond(at_ns=T0 + 200 * S)]))
-    assert new.kind is ChangeKind.RAISED and new.alert.id != alert.id
     detail = world.store.detail(alert.id)
     assert detail is not None and detail.ended_ns == world.clock.now and not detail.active
+
+
+def test_a_flapping_condition_reopens_its_alert_without_notifying_again(world: World) -> None:
+    """Back within `reopen_within_s` (30 min) of clearing: the same alert, counted, silent."""
+    raised = one(world.engine.handle([cond()]))
+    sent = len(world.outbox.sent)
+    for i in range(1, 6):  # five more crossings, 5 minutes apart
+        world.clock.advance(150)
+        one(world.engine.handle([cond(active=False, at_ns=T0 + i * 300 * S)]))
+        world.clock.advance(150)
+        again = one(world.engine.handle([cond(at_ns=T0 + (i * 300 + 150) * S)]))
+        assert again.alert.id == raised.alert.id and not again.notify
+        assert again.alert.state is AlertState.NOTIFIED
+        assert again.alert.ack_deadline_ns == world.clock.now + 300 * S  # runs again from now
+    assert len(world.outbox.sent) == sent
+    assert world.store.alert(raised.alert.id).count == 6  # type: ignore[union-attr]
+    steps = [e.step for e in world.store.events(raised.alert.id)]
+    assert steps.count("reopened") == 5 and steps.count("cleared") == 5
+
+
+def test_a_condition_back_after_the_reopen_window_is_a_new_alert(world: World) -> None:
+    first = one(world.engine.handle([cond()]))
+    world.clock.advance(60)
+    one(world.engine.handle([cond(active=False, at_ns=T0 + 60 * S)]))
+    world.clock.advance(1801)
+    new = one(world.engine.handle([cond(at_ns=T0 + 1900 * S)]))
+    assert new.kind is ChangeKind.RAISED and new.notify and new.alert.id != first.alert.id
+
+
+def test_a_reopened_alert_upgrades_and_notifies_when_more_severe(world: World) -> None:
+    first = one(world.engine.handle([cond(severity=Severity.II)]))
+    world.clock.advance(60)
+    one(world.engine.handle([cond(active=False, at_ns=T0 + 60 * S)]))
+    world.clock.advance(60)
+    change = one(world.engine.handle([cond(severity=Severity.I, at_ns=T0 + 120 * S)]))
+    assert change.kind is ChangeKind.UPGRADED and change.notify
+    assert change.alert.id == first.alert.id and change.alert.severity is Severity.I
 
 
 def test_ending_an_unknown_condition_does_nothing(world: World) -> None:
