@@ -37,6 +37,7 @@ FALLEN = "fallen"
 NO_WATER = "no_water"
 LEAK = "leak"
 SILENT = "silent"
+FLAPPING = "flapping"  # alarm for two reports, normal for one, again and again
 
 ALARM_INTERVAL_S = 60  # a detector in alarm, or a fallen elder's band, reports every minute
 GAS_LEAK_SPAN_S = 25 * 60
@@ -58,6 +59,14 @@ FAMILY_MISMATCH = "family_mismatch"
 _GAS_RAMP = ((0, 2.0), (60, 10.0), (120, 20.0), (180, 30.0), (240, 40.0), (300, 50.0),
              (360, 60.0), (900, 60.0), (1500, 0.0))  # fmt: skip
 GAS_LEVELS = (25.0, 50.0)
+STORM_SPAN_S = 10 * 60
+FLAP_LEL = 60.0  # above the level-2 alarm (50 %LEL)
+FLAP_SMOKE_DB_M = 3.0
+
+
+def flapping_high(elapsed_s: int) -> bool:
+    """A flapping detector's phase: two reports (minutes) in alarm, then one back to normal."""
+    return (elapsed_s // ALARM_INTERVAL_S) % 3 != 2
 
 
 def gas_leak_lel(elapsed_s: float) -> float:
@@ -253,6 +262,32 @@ def _smoke_spreading(
     inj.devices = tuple(devices)
     inj.end_s = at + (step - 1) * 90 + SMOKE_SPAN_S
     inj.note = f"{len(devices)} smoke alarms in {min(units, len(order))} units, 90 s apart"
+    return inj
+
+
+def _alarm_storm(
+    community: Community, place: Place, at: int, *, span: float = STORM_SPAN_S, **_: Any
+) -> Injection:
+    """Every gas and smoke detector at `place` flaps in and out of alarm (a bad firmware push,
+    a lightning strike, a cooking-fume evening): the notification volume must stay bounded."""
+    if place.device is not None:
+        raise ScenarioError("alarm-storm needs a place with detectors (b03, g01 or * for all)")
+    span_s = max(ALARM_INTERVAL_S, int(span))
+    inj = Injection("alarm-storm", place.text or "*", at, (), end_s=at + span_s)
+    devices: list[str] = []
+    for h in place.households:
+        for equipment in (Equipment.GAS_DETECTOR, Equipment.SMOKE_DETECTOR):
+            d = community.household_device(h.id, equipment)
+            if d is not None:
+                inj.overrides.append(Override(d.device_id, FLAPPING, at, at + span_s))
+                devices.append(d.device_id)
+    if not devices:
+        raise ScenarioError(f"no detectors at {place.text!r}")
+    inj.devices = tuple(devices)
+    inj.note = (
+        f"{len(devices)} detectors report every minute for {span_s // 60} min, two minutes in "
+        f"alarm ({FLAP_LEL:g} %LEL / {FLAP_SMOKE_DB_M:g} dB/m) and one back to normal"
+    )
     return inj
 
 
@@ -512,6 +547,7 @@ SCENARIOS: dict[str, Maker] = {
     "gate-forced": _gate_forced,
     "device-offline": _device_offline,
     "hostile": _hostile,
+    "alarm-storm": _alarm_storm,
 }
 
 
@@ -522,7 +558,7 @@ def inject(
 
     Options: smoke-spreading ``units``/``per_unit``; elder-inactive and water-leak ``hours``;
     device-offline ``span`` (sim s), ``announce`` and ``speed`` (for the default span);
-    hostile ``seed``.
+    hostile ``seed``; alarm-storm ``span`` (sim s, default 10 min).
     """
     maker = SCENARIOS.get(name)
     if maker is None:

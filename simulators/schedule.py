@@ -46,6 +46,9 @@ from simulators.people import Resident, fake_face_feature, fake_plate
 from simulators.scenarios import (
     ALARM_INTERVAL_S,
     FALLEN,
+    FLAP_LEL,
+    FLAP_SMOKE_DB_M,
+    FLAPPING,
     GAS_LEAK,
     GAS_LEVELS,
     LEAK,
@@ -58,6 +61,7 @@ from simulators.scenarios import (
     Injection,
     Override,
     Raw,
+    flapping_high,
     gas_leak_lel,
     smoke_density,
 )
@@ -72,7 +76,7 @@ DEFAULT_DURATION_S = 60.0
 
 TELEMETRY, HEARTBEAT, EVENT, EXTRA = range(4)
 RAW = -1
-_FAST = (GAS_LEAK, SMOKE, FALLEN)  # alarm modes that report every minute
+_FAST = (GAS_LEAK, SMOKE, FALLEN, FLAPPING)  # alarm modes that report every minute
 
 
 def local_hour(t: int) -> int:
@@ -389,6 +393,7 @@ class _Detector(_Sim):
         self.humidity = rng.uniform(38.0, 65.0)
         self.battery = rng.uniform(40.0, 100.0)
         self.alarmed = False
+        self.cause = ""  # the scenario behind the current alarm: its all-clear belongs to it
 
     def battery_pct(self) -> float:
         return round(self.battery, 1)
@@ -429,9 +434,14 @@ class _GasDetector(_Detector):
     def telemetry(self, t: int) -> list[_Out]:
         temp, humidity = self.climate(t)
         leak = self.override(t, (GAS_LEAK,))
-        scenario = "gas-leak" if leak is not None or self.level else ""
+        flap = self.override(t, (FLAPPING,))
+        scenario = self.cause if self.level else ""
         if leak is not None:
             lel = gas_leak_lel(t - leak.start_s)
+            scenario = "gas-leak"
+        elif flap is not None:
+            lel = FLAP_LEL if flapping_high(t - flap.start_s) else 0.0
+            scenario = "alarm-storm"
         else:
             lel = round(abs(self.rng.gauss(0, 0.3)), 1)
         values = {
@@ -446,11 +456,11 @@ class _GasDetector(_Detector):
         level = sum(lel >= x for x in GAS_LEVELS)
         if level > self.level:  # the alarm follows the measurement a second later
             values = {"detector": "gas", "gas_lel_pct": lel}
-            outs.append(self._event(t + 1, SafetyEvent.GAS_ALARM, values, "gas-leak"))
-            self.level = level
+            outs.append(self._event(t + 1, SafetyEvent.GAS_ALARM, values, scenario))
+            self.level, self.cause = level, scenario
         elif self.level and lel < 10.0:
             outs.append(
-                self._event(t + 1, SafetyEvent.ALARM_CLEARED, {"detector": "gas"}, "gas-leak")
+                self._event(t + 1, SafetyEvent.ALARM_CLEARED, {"detector": "gas"}, scenario)
             )
             self.level = 0
         return outs
@@ -462,12 +472,17 @@ class _SmokeDetector(_Detector):
     def telemetry(self, t: int) -> list[_Out]:
         temp, humidity = self.climate(t)
         fire = self.override(t, (SMOKE,))
-        scenario = "smoke-spreading" if fire is not None or self.alarmed else ""
+        flap = self.override(t, (FLAPPING,))
+        scenario = self.cause if self.alarmed else ""
         if fire is not None:
+            scenario = "smoke-spreading"
             density = smoke_density(t - fire.start_s)
             temp = round(temp + min(30.0, (t - fire.start_s) / 30), 1)
+        elif flap is not None and flapping_high(t - flap.start_s):
+            density, fire, scenario = FLAP_SMOKE_DB_M, flap, "alarm-storm"
         else:
             density = round(abs(self.rng.gauss(0, 0.01)), 3)
+            scenario = "alarm-storm" if flap is not None else scenario
         values = {
             "detector": "smoke",
             "smoke_density_db_m": density,
@@ -482,7 +497,7 @@ class _SmokeDetector(_Detector):
         if fire is not None and not self.alarmed:
             alarm = {"detector": "smoke", "smoke_alarm": True, "smoke_density_db_m": density}
             outs.append(self._event(t + 1, SafetyEvent.SMOKE_ALARM, alarm, scenario))
-            self.alarmed = True
+            self.alarmed, self.cause = True, scenario
         elif fire is None and self.alarmed:
             cleared = {"detector": "smoke", "smoke_alarm": False}
             outs.append(self._event(t + 1, SafetyEvent.ALARM_CLEARED, cleared, scenario))

@@ -58,6 +58,11 @@ class Members:
             return {m: [p for p in ps if p["kind"] == kind] for m, ps in self.received.items()
                     if any(p["kind"] == kind for p in ps)}  # fmt: skip
 
+    def count(self) -> int:
+        """Notifications received, deduplicated by `delivery_id`."""
+        with self._lock:
+            return len(self._seen)
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

@@ -12,7 +12,12 @@ TOPIC = "gridgate/v1/c1/access/gate-01/event"
 
 def payload(**data: object) -> str:
     return json.dumps(
-        {"device_id": "gate-01", "ts": int(time.time() * 1000), "kind": "entry_granted", "data": data},
+        {
+            "device_id": "gate-01",
+            "ts": int(time.time() * 1000),
+            "kind": "entry_granted",
+            "data": data,
+        },
         ensure_ascii=False,
     )
 
@@ -20,7 +25,15 @@ def payload(**data: object) -> str:
 def test_decode_prints_canonical_readings_without_personal_data(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rc = main(["decode", "--topic", TOPIC, "--payload", payload(method="face", person_name="王芳", phone="13912345678")])
+    rc = main(
+        [
+            "decode",
+            "--topic",
+            TOPIC,
+            "--payload",
+            payload(method="face", person_name="王芳", phone="13912345678"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     [reading] = json.loads(out)
@@ -46,5 +59,10 @@ def test_decode_unknown_adapter(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_gridgate_variables_are_reported() -> None:
     from gateway.settings import unknown_variables
 
-    env = {"GRIDGATE_MQTT_PROT": "1", "GRIDGATE_MQTT_PORT": "1883", "GRIDGATE_INFLUX_PORT": "1", "HOME": "/"}
+    env = {
+        "GRIDGATE_MQTT_PROT": "1",
+        "GRIDGATE_MQTT_PORT": "1883",
+        "GRIDGATE_INFLUX_PORT": "1",
+        "HOME": "/",
+    }
     assert unknown_variables(env) == ["GRIDGATE_MQTT_PROT"]

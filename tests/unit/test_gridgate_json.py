@@ -52,7 +52,12 @@ def test_iso_time_without_offset_is_china_standard_time() -> None:
 @pytest.mark.parametrize(
     ("family", "channel", "kind", "data"),
     [
-        ("access", "event", "entry_granted", {"method": "face", "direction": "in", "granted": True}),
+        (
+            "access",
+            "event",
+            "entry_granted",
+            {"method": "face", "direction": "in", "granted": True},
+        ),
         ("access", "event", "door_forced", {"door": "东门"}),
         ("safety", "event", "smoke_alarm", {"smoke_alarm": True, "smoke_density_db_m": 0.4}),
         ("meter", "telemetry", "telemetry", {"meter_type": "water", "water_m3": 1234.56}),
@@ -62,7 +67,9 @@ def test_iso_time_without_offset_is_china_standard_time() -> None:
         ("elder", "status", "offline", {}),
     ],
 )
-def test_round_trip_every_family(family: str, channel: str, kind: str, data: dict[str, Any]) -> None:
+def test_round_trip_every_family(
+    family: str, channel: str, kind: str, data: dict[str, Any]
+) -> None:
     reading = Reading(
         device_id="dev-1",
         family=Family(family),

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-IO_LIBRARIES = {"asyncio", "paho", "fastapi", "influxdb_client", "httpx", "sqlite3", "sqlalchemy", "aiomqtt"}
+IO_LIBRARIES = {
+    "asyncio",
+    "paho",
+    "fastapi",
+    "influxdb_client",
+    "httpx",
+    "sqlite3",
+    "sqlalchemy",
+    "aiomqtt",
+}
 FORBIDDEN: dict[str, set[str]] = {
     "devices": IO_LIBRARIES | {"adapters", "privacy", "gateway", "simulators"},
     "adapters": IO_LIBRARIES | {"privacy", "gateway", "simulators"},

@@ -11,11 +11,15 @@ LOC = Location("c1", "g01", "b03", "u2", "1201")
 
 
 def info(device_id: str, power: str) -> DeviceInfo:
-    return DeviceInfo(device_id, Family.SAFETY, "gridgate_json", "acme", LOC, "", power, date(2024, 1, 1))
+    return DeviceInfo(
+        device_id, Family.SAFETY, "gridgate_json", "acme", LOC, "", power, date(2024, 1, 1)
+    )
 
 
 def tracker() -> LivenessTracker:
-    return LivenessTracker(0, {"mains": 10.0, "battery": 100.0}, [info("mains-1", "mains"), info("batt-1", "battery")])
+    return LivenessTracker(
+        0, {"mains": 10.0, "battery": 100.0}, [info("mains-1", "mains"), info("batt-1", "battery")]
+    )
 
 
 def test_first_traffic_brings_a_device_online_once() -> None:

@@ -68,9 +68,12 @@ class FlakyWriter:
 
 
 def msg(i: int, data: dict[str, object] | None = None, raw: bytes | None = None) -> Message:
-    body = raw or json.dumps(
-        {"device_id": f"m-{i}", "ts": NOW_MS + i, "data": data or {"energy_kwh": float(i)}}
-    ).encode()
+    body = (
+        raw
+        or json.dumps(
+            {"device_id": f"m-{i}", "ts": NOW_MS + i, "data": data or {"energy_kwh": float(i)}}
+        ).encode()
+    )
     return Message(f"gridgate/v1/c1/meter/m-{i}/telemetry", body, 0, token=i)
 
 
@@ -79,7 +82,9 @@ async def run_pipeline(
 ) -> tuple[Pipeline, ListSource, DeadLetterStore]:
     source = ListSource(messages)
     store = DeadLetterStore(tmp_path / "dl.sqlite3")
-    config = PipelineConfig(batch_size=int(cfg.get("batch_size", 10)), linger_s=0.01, retry_max_s=0.01)
+    config = PipelineConfig(
+        batch_size=int(cfg.get("batch_size", 10)), linger_s=0.01, retry_max_s=0.01
+    )
     pipeline = Pipeline(
         source,
         writer,
@@ -212,7 +217,9 @@ async def run_with_directory(
 
 async def test_registry_rules_unregistered_spoofed_family_and_location(tmp_path: Path) -> None:
     directory = DictDirectory([registered("m-1"), registered("m-2", Family.SAFETY)])
-    pipeline, writer, store = await run_with_directory([msg(1), msg(2), msg(3)], directory, tmp_path)
+    pipeline, writer, store = await run_with_directory(
+        [msg(1), msg(2), msg(3)], directory, tmp_path
+    )
     assert pipeline.metrics.rejected == {"family_mismatch": 1, "unregistered": 1}
     assert store.count("unregistered") == 1 and store.count("family_mismatch") == 1
     [line] = writer.lines

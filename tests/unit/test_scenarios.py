@@ -258,3 +258,27 @@ def test_scenario_messages_never_come_from_the_future(community: Community) -> N
         assert m.time_s * NS < m.due_real_ns
     assert "future_timestamp" in gw.rejected and gw.rejected["future_timestamp"] == 1
     assert "stale_timestamp" in gw.rejected and gw.rejected["stale_timestamp"] == 1
+
+
+def test_alarm_storm_flaps_every_detector_of_the_place_for_its_span(community: Community) -> None:
+    clock, _, scen = _run(community, "alarm-storm", "b01", 120, duration_s=10, span=360)
+    detectors = {
+        d.device_id
+        for h in community.households
+        if h.building == "b01"
+        for eq in (Equipment.GAS_DETECTOR, Equipment.SMOKE_DETECTOR)
+        if (d := community.household_device(h.id, eq)) is not None
+    }
+    assert {m.device_id for m in scen} == detectors
+    start = clock.sim_start_s + 120
+    for device in sorted(detectors)[:5]:
+        phases = []
+        for m in (m for m in scen if m.device_id == device and m.label == "telemetry"):
+            [r] = [r for r in _decode(m) if r.kind == "telemetry"]
+            high = float(r.values.get("gas_lel_pct", 0)) >= 50 or bool(r.values.get("smoke_alarm"))
+            phases.append((m.time_s - start, high))
+        assert all(start_off < 360 for start_off, _ in phases)  # the storm's span only
+        # every minute: two in alarm, one normal, again and again
+        assert [h for _, h in phases][:6] == [True, True, False, True, True, False]
+    # nothing outside b01 flaps
+    assert all(community.device(m.device_id).location.building == "b01" for m in scen)  # type: ignore[union-attr]

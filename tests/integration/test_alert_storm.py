@@ -1,0 +1,94 @@
+"""A 10-minute `hostile` + alarm-storm run through the real services (accelerated time).
+
+Every gas and smoke detector of the community flaps in and out of alarm every minute for ten
+simulated minutes while the `hostile` scenario sends spoofed, oversized and malformed input.
+Notifications are bounded by *places*, not readings:
+
+- one open alert per (place, condition): repeats are counted, not sent;
+- a condition back within 30 min of clearing reopens its alert silently (flapping);
+- smoke in several units of a building is one building incident that silences its members;
+- so each alert is told to its recipients once when raised, plus once per severity upgrade.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gateway.alerts.delivery import Outbox
+from gateway.alerts.store import AlertStore
+from gateway.audit_store import AuditStore
+from gateway.registry import Registry
+from tests.integration.conftest import Services
+from tests.integration.gateway_util import running_gateway, wait_for
+from tests.integration.mqtt_util import drop_session
+from tests.integration.test_alert_scenarios import FIRST_RESPONDERS, Members
+from tests.integration.test_community import community_settings, registered_community, simulate
+
+pytestmark = pytest.mark.integration
+
+MEMBER_TOPIC = "gridgate/alerts/member/"
+
+
+async def test_ten_minute_hostile_alarm_storm_gives_a_bounded_number_of_notifications(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    _, registry_url, fleet = registered_community(300, 61, unique, tmp_path)
+    settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
+        update={"audit_path": tmp_path / "audit.sqlite3"}
+    )
+    members = Members(services, unique)
+    try:
+        async with running_gateway(settings) as metrics:
+            # 12 simulated minutes at 120×: the storm from minute 1 to 11, hostile input too
+            report = await simulate(
+                services,
+                ["--households", "300", "--speed", "120", "--duration", "6", "--seed", "61",
+                 "--community", unique, "--fleet-out", str(fleet),
+                 "--scenario", "alarm-storm@*@1m@span=10m", "--scenario", "hostile@b01@1m"],
+            )  # fmt: skip
+            sent = report["publisher"]["published_ok"]
+            await wait_for(lambda: metrics.received >= sent, 60, "every message processed")
+            with Registry.open(registry_url) as registry:
+                outbox = Outbox(registry.engine)
+                await wait_for(lambda: outbox.counts().get("pending", 0) == 0, 60, "all sent")
+                to_members = [i for i in outbox.items() if i.target.startswith(MEMBER_TOPIC)]
+                await wait_for(lambda: members.count() == len(to_members), 30, "all received")
+                store = AlertStore(registry, AuditStore(settings.audit_path))
+                alerts = store.alerts()
+                steps = Counter(e.step for a in alerts for e in store.events(a.id))
+                recipients = {
+                    a.id: len(registry.members_for(a.location, FIRST_RESPONDERS)) for a in alerts
+                }
+    finally:
+        members.close()
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+    storm = report["scenario_messages"]["alarm-storm"]
+    alarms = (
+        report["messages"]["by_kind"]["gas_alarm"] + report["messages"]["by_kind"]["smoke_alarm"]
+    )
+    assert storm > 10 * 600 and alarms >= 2000  # 600 detectors, every minute, for 10 minutes
+    # the hostile input was refused with its reasons, and the gateway kept going
+    assert metrics.dead_lettered == sum(report["expected_rejections"].values())
+    # one alert per (place, condition): the detectors flapped ten times, nothing was re-raised
+    assert len({(a.place, a.key) for a in alerts}) == len(alerts)
+    assert steps["reopened"] >= len({a.place for a in alerts if a.kind == "gas_leak"})
+    assert steps["grouped"] > 0  # unit fires inside their building's incident
+    # each member told about an alert once per step, and only when raised or upgraded
+    for member, payloads in members.received.items():
+        told = Counter((p["alert_id"], p["step"]) for p in payloads)
+        assert set(told.values()) == {1}, member
+        assert {step for _, step in told} <= {"raised", "upgraded"}
+    # the bound: notified alerts x their recipients x (raise + at most one upgrade)
+    notified = {p["alert_id"] for ps in members.received.values() for p in ps}
+    bound = sum(2 * recipients[a] for a in notified)
+    assert 0 < members.count() <= bound
+    places = {a.place for a in alerts}
+    assert len(notified) <= 2 * len(places)  # gas and fire per unit, one incident per building
+    print(
+        f"storm: {storm} storm messages ({alarms} alarm events) -> {len(alerts)} alerts, "
+        f"{len(notified)} notified, {members.count()} notifications (bound {bound})"
+    )
