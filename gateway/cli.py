@@ -106,9 +106,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         logging.getLogger("gateway.pipeline").setLevel(logging.ERROR)
     metrics = GatewayMetrics()
     ready = asyncio.Event()
-    gateway = asyncio.create_task(
-        run_gateway(settings, stop, metrics, ready=ready), name="gateway"
-    )
+    gateway = asyncio.create_task(run_gateway(settings, stop, metrics, ready=ready), name="gateway")
     await asyncio.wait(
         [asyncio.create_task(ready.wait()), gateway], return_when=asyncio.FIRST_COMPLETED
     )

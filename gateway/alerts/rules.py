@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -143,7 +143,6 @@ _OPS = ("above", "at_or_above", "below", "at_or_below")
 class ThresholdLevel(Bound):
     severity: SeverityIn
     min_duration_s: NonNeg = 0.0
-
 
 
 class _Rule(_Model):
@@ -528,6 +527,10 @@ class _Threshold:
     levels: tuple[_Level, ...]
     hysteresis: float
     auto_clear: bool
+    # No level can be entered strictly between these: the common, quiet reading is rejected
+    # with two comparisons instead of a test per level.
+    quiet_above: float = -math.inf
+    quiet_below: float = math.inf
 
 
 def _compile_threshold(rule: ThresholdRule | OverloadRule) -> _Threshold:
@@ -541,9 +544,12 @@ def _compile_threshold(rule: ThresholdRule | OverloadRule) -> _Threshold:
             _Level(lvl.op, lvl.value, lvl.severity, _ns(lvl.min_duration_s)) for lvl in rule.levels
         )
         family, name = rule.family, rule.field
+    uppers = [lvl.limit for lvl in levels if lvl.op in ("above", "at_or_above")]
+    lowers = [lvl.limit for lvl in levels if lvl.op in ("below", "at_or_below")]
     return _Threshold(
         rule.id, rule.condition_key, rule.condition_kind, family, name, rule.level, levels,
-        rule.hysteresis, rule.auto_clear,
+        rule.hysteresis, rule.auto_clear, max(lowers, default=-math.inf),
+        min(uppers, default=math.inf),
     )  # fmt: skip
 
 
@@ -567,6 +573,43 @@ _DEPTH = {
     PlaceLevel.ROOM: 5,
 }
 _LEVEL_AT = {depth: level for level, depth in _DEPTH.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _EventPlan:
+    """A family's event rules indexed by event kind and by flag, so a reading is tested only
+    against rules that name its kind or one of its true flags (most readings: none)."""
+
+    rules: tuple[EventRule, ...]
+    by_kind: Mapping[str, frozenset[int]]  # kind → positions in `rules`
+    by_flag: tuple[tuple[str, frozenset[int]], ...]
+
+    @classmethod
+    def of(cls, rules: Sequence[EventRule]) -> _EventPlan:
+        kinds: dict[str, set[int]] = {}
+        flags: dict[str, set[int]] = {}
+        for i, rule in enumerate(rules):
+            for kind in rule.kinds:
+                kinds.setdefault(kind, set()).add(i)
+            for flag in rule.flags:
+                flags.setdefault(flag, set()).add(i)
+        return cls(
+            tuple(rules),
+            {k: frozenset(v) for k, v in kinds.items()},
+            tuple((f, frozenset(v)) for f, v in flags.items()),
+        )
+
+    def candidates(self, reading: Reading) -> list[EventRule]:
+        hit: frozenset[int] | set[int] = frozenset()
+        if reading.channel is Channel.EVENT:
+            hit = self.by_kind.get(reading.kind, hit)
+        values = reading.values
+        for flag, positions in self.by_flag:
+            if values.get(flag) is True:
+                hit = hit | positions
+        if not hit:
+            return []
+        return [self.rules[i] for i in sorted(hit)]  # in file order, as without the index
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,6 +793,7 @@ class RuleEngine:
         for rule in ruleset.rules:
             self._index(rule)
         self._night_plans = {r.id: _plan(r) for r in self._nights}
+        self._event_plans = {f: _EventPlan.of(rules) for f, rules in self._events.items()}
         self._by_id: dict[str, Rule] = {r.id: r for r in ruleset.rules}
         # state: (rule id, device id) or (rule id, place) → …
         self._t_state: dict[tuple[str, str], _ThresholdState] = {}
@@ -801,17 +845,18 @@ class RuleEngine:
         for rule in self._thresholds.get(reading.family, ()):
             value = _number(values, rule.field)
             if value is not None:
-                where = _cut(reading.location, rule.level)
-                out += self._threshold(rule, reading.device_id, where, subject, value, t)
+                out += self._threshold(rule, reading.device_id, reading.location, subject, value, t)
         for timed in self._timed.get(reading.family, ()):
             value = _number(values, timed.field)
             if value is not None:
                 where = _cut(reading.location, timed.level)
                 out += self._time_at_level(timed, reading.device_id, where, subject, value, t)
-        for event_rule in self._events.get(reading.family, ()):
-            found = self._event(event_rule, reading, subject)
-            if found is not None:
-                out.append(found)
+        plan = self._event_plans.get(reading.family)
+        if plan is not None:
+            for event_rule in plan.candidates(reading):
+                found = self._event(event_rule, reading, subject)
+                if found is not None:
+                    out.append(found)
         if reading.family is Family.METER:
             water = _number(values, "water_m3")
             if water is not None:
@@ -905,13 +950,16 @@ class RuleEngine:
     # -- threshold ---------------------------------------------------------------------------
 
     def _threshold(
-        self, rule: _Threshold, device_id: str, where: _Where, subject: str, value: float, t: int
+        self, rule: _Threshold, device_id: str, at: Location, subject: str, value: float, t: int
     ) -> list[Condition]:
         key = (rule.id, device_id)
         st = self._t_state.get(key)
         if st is None:
+            if rule.quiet_above < value < rule.quiet_below:
+                return []  # the common case: normal, and nothing to end
             if not any(level.enters(value) for level in rule.levels):
                 return []
+            where = _cut(at, rule.level)
             n = len(rule.levels)
             st = _ThresholdState(where, subject, [None] * n, [False] * n, t, value)
             self._t_state[key] = st
@@ -920,7 +968,7 @@ class RuleEngine:
             return []  # an older reading (redelivered, or a late batch) changes nothing
         st.last_ns, st.value = t, value
         if not st.reported:
-            st.where, st.subject = where, subject
+            st.where, st.subject = _cut(at, rule.level), subject
         for i, level in enumerate(rule.levels):
             if st.active[i]:
                 if not level.holds(value, rule.hysteresis):

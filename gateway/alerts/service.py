@@ -197,9 +197,7 @@ class AlertService:
                 return
 
     @staticmethod
-    async def _every(
-        stop: asyncio.Event, every_s: float, step: Callable[[], object]
-    ) -> None:
+    async def _every(stop: asyncio.Event, every_s: float, step: Callable[[], object]) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)

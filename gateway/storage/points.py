@@ -68,8 +68,6 @@ class PointEncoder:
             parts.append(f"room={format_field_value(reading.location.room)}")
         return f"{self.series_key(reading)} {','.join(parts)} {reading.time_ns}"
 
-
-
     def encode_liveness(self, event: LivenessEvent) -> str:
         """A device going online or offline: measurement `liveness`, same tags as readings."""
         loc = event.location
