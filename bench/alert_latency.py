@@ -64,6 +64,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
 
 from adapters import gridgate_json
 from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, ROOT, influx_count
@@ -74,6 +75,7 @@ from devices.reading import Reading
 from gateway.alerts.model import PlaceLevel, Severity, place_at, place_key
 from gateway.alerts.routing import load_routing_policy
 from gateway.alerts.rules import EventRule, load_rules
+from gateway.alerts.store import AlertRow
 from gateway.registry import Registry
 from gateway.registry.importer import import_file
 from privacy.keys import KeyRing
@@ -142,6 +144,9 @@ class Trigger:
     expected: int  # member notifications the routing policy sends for it
     published: float | None = None  # time.perf_counter() at the publish call
     first: float | None = None  # first member notification received
+    published_ns: int = 0  # the same two instants on the wall clock, to compare with the
+    first_ns: int = 0  # gateway's own records (the alert's raised_ns)
+    raised_ns: int = 0  # when the gateway's alert engine took the condition (time.time_ns)
     last: float | None = None  # latest member notification received
     notified: int = 0
     wrong_device: int = 0  # notifications naming another device (should stay 0)
@@ -240,7 +245,7 @@ class MemberApps:
         self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        now = time.perf_counter()
+        now, now_ns = time.perf_counter(), time.time_ns()
         try:
             payload = json.loads(msg.payload)
         except ValueError:
@@ -261,7 +266,7 @@ class MemberApps:
                 self.unmatched += 1
                 return
             if trigger.first is None:
-                trigger.first = now
+                trigger.first, trigger.first_ns = now, now_ns
             trigger.last = now
             trigger.notified += 1
             if payload.get("device_id") != trigger.device_id:
@@ -269,7 +274,7 @@ class MemberApps:
 
     def mark_published(self, trigger: Trigger) -> None:
         with self.lock:
-            trigger.published = time.perf_counter()
+            trigger.published, trigger.published_ns = time.perf_counter(), time.time_ns()
 
     def all_complete(self) -> bool:
         with self.lock:
@@ -484,6 +489,21 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout_s: float = 30) -> N
         proc.wait(10)
 
 
+def read_raised(registry_url: str, community: str, triggers: Sequence[Trigger]) -> None:
+    """Each trigger's alert as the gateway recorded it: `raised_ns` is the engine's clock when
+    it took the condition, after the reading's batch was written to InfluxDB."""
+    by_alert = {(t.place, t.critical.key): t for t in triggers}
+    with Registry.open(registry_url) as registry, registry.reading() as session:
+        rows = session.execute(
+            select(AlertRow.place, AlertRow.key, AlertRow.raised_ns).where(
+                AlertRow.community == community
+            )
+        ).all()
+    for place, key, raised_ns in rows:
+        if (trigger := by_alert.get((place, key))) is not None:
+            trigger.raised_ns = raised_ns
+
+
 # -- measuring --------------------------------------------------------------------------------
 
 
@@ -590,6 +610,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
             time.sleep(0.5)
         gateway.stop()
         points = influx_count(database)
+        read_raised(registry_url, code, triggers)
     finally:
         if simulator is not None:
             stop_process(simulator.proc)
@@ -646,6 +667,11 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
     line("first member notified", summary(firsts))
     mean_members = statistics.fmean(t.expected for t in sent) if sent else 0.0
     line(f"all ~{mean_members:.0f} members notified", summary(alls))
+    timed = [t for t in sent if t.raised_ns and t.first_ns]
+    ingest = sorted((t.raised_ns - t.published_ns) / 1e6 for t in timed)
+    deliver = sorted((t.first_ns - t.raised_ns) / 1e6 for t in timed)
+    line("  publish → alert raised", summary(ingest))
+    line("  raised → first member", summary(deliver))
     for t in missing[:10]:
         line("  missing", f"{t.critical.kind} at {t.place} (device {t.device_id})")
     for t in partial[:10]:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from sqlalchemy import Connection, select
 
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
-from gateway.alerts.model import Alert, Notification, Severity
+from gateway.alerts.model import Alert, Notification, PlaceLevel, Severity
 from gateway.registry import Registry, Role
 from gateway.registry.models import Place
 from gateway.registry.records import ancestor_keys
@@ -381,6 +381,10 @@ class Router:
         seen_hooks: set[str] = set()
         for targets in self.policy.targets(alert.severity, alert.kind, level):
             members = self._registry.members_for(alert.location, targets.roles)
+            if alert.level is PlaceLevel.BUILDING and Role.UNIT_HEAD in targets.roles:
+                # a building's alert (a fire incident) concerns every unit: their heads
+                # evacuate them, and the incident silenced the unit alerts they had
+                members += self._registry.members_within(alert.location, [Role.UNIT_HEAD])
             held = {m.role for m in members}
             unreachable.extend(
                 Unreachable("", role, "no_member") for role in targets.roles if role not in held

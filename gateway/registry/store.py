@@ -293,6 +293,30 @@ class Registry:
         members.sort(key=lambda m: (-innermost[m.id], _ROLE_ORDER[m.role], m.id))
         return members
 
+    def members_within(
+        self, location: Location, roles: Collection[Role] | None = None
+    ) -> list[Member]:
+        """Active members scoped to places strictly inside `location` (the unit heads of a
+        building), by role and id."""
+        with self.reading() as s:
+            key = place_key(location) or self._resolve_gapped(s, location)
+            if key is None:
+                return []
+            stmt = (
+                select(MemberScope.member_id)
+                .join(MemberRow, MemberRow.id == MemberScope.member_id)
+                .where(
+                    MemberScope.place_id.startswith(key + "/", autoescape=True),
+                    MemberRow.active.is_(True),
+                )
+                .distinct()
+            )
+            if roles is not None:
+                stmt = stmt.where(MemberRow.role.in_(list(roles)))
+            members = self._load_members(s, list(s.scalars(stmt)))
+        members.sort(key=lambda m: (_ROLE_ORDER[m.role], m.id))
+        return members
+
     def member(self, member_id: str) -> Member | None:
         with self.reading() as s:
             found = self._load_members(s, [member_id])

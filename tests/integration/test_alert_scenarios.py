@@ -141,6 +141,10 @@ async def test_smoke_spreading_is_one_building_incident_not_one_notification_per
             p["alert_id"] for ps in members.of_kind("fire").values() for p in ps
         }
         assert len(notified_fire_alerts) <= 1
+        # the incident reached every unit head of b02 (their unit alerts were silenced)
+        with Registry.open(registry_url) as registry:
+            heads = {m.id for m in registry.members_within(incident.location, [Role.UNIT_HEAD])}
+        assert heads and heads <= set(members.of_kind("building_fire"))
     finally:
         members.close()
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)

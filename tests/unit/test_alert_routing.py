@@ -146,6 +146,18 @@ def test_the_same_alert_in_another_building_reaches_that_buildings_people(
     assert got == {"m-uh-b05u2", "m-bh-b05", "m-gw-g01", "m-prop-b05", "webhook:emergency"}
 
 
+def test_a_building_fire_reaches_every_unit_head_of_that_building_only(router: Router) -> None:
+    """The incident silences its unit alerts, so the unit heads hear of it here."""
+    fire = alert(kind="building_fire", level=PlaceLevel.BUILDING)
+    got = members(router.recipients(fire))
+    assert got == {"m-uh-b03u1", "m-uh-b03u2", "m-bh-b03", "m-gw-g01", "m-prop-b03",
+                   "webhook:emergency"}  # fmt: skip
+    assert not got & {"m-uh-b05u1", "m-uh-b05u2", "m-bh-b05"}
+    # a grid-level alert does not fan out to every building's people
+    grid = members(router.recipients(alert(level=PlaceLevel.GRID)))
+    assert not grid & {"m-uh-b03u1", "m-uh-b03u2", "m-bh-b03", "m-bh-b05"}
+
+
 def test_a_level_iv_battery_alert_goes_to_property_duty_only(router: Router) -> None:
     got = router.recipients(alert(kind="battery", severity=Severity.IV))
     assert members(got) == {"m-prop-b03"}
