@@ -20,7 +20,7 @@ import pytest
 from gateway.alerts.delivery import Outbox
 from gateway.alerts.store import AlertStore
 from gateway.audit_store import AuditStore
-from gateway.registry import Registry
+from gateway.registry import Registry, Role
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, wait_for
 from tests.integration.mqtt_util import drop_session
@@ -59,9 +59,11 @@ async def test_ten_minute_hostile_alarm_storm_gives_a_bounded_number_of_notifica
                 store = AlertStore(registry, AuditStore(settings.audit_path))
                 alerts = store.alerts()
                 steps = Counter(e.step for a in alerts for e in store.events(a.id))
-                recipients = {
-                    a.id: len(registry.members_for(a.location, FIRST_RESPONDERS)) for a in alerts
-                }
+                recipients = {  # level I: the first responders (a building's: its unit heads too)
+                    a.id: len(registry.members_for(a.location, FIRST_RESPONDERS))
+                    + len(registry.members_within(a.location, [Role.UNIT_HEAD]) if a.level.value == "building" else [])
+                    for a in alerts
+                }  # fmt: skip
     finally:
         members.close()
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
