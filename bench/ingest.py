@@ -62,7 +62,13 @@ def messages(community: str, n: int) -> list[tuple[str, bytes]]:
             channel=channel,
             kind=kind,
             time_ns=(base_ms + i) * 1_000_000,
-            location=Location(community, f"g{i % 10:02d}", f"{i % 40 + 1}号楼", f"{i % 4 + 1}单元", f"{i % 3000:04d}"),
+            location=Location(
+                community,
+                f"g{i % 10:02d}",
+                f"{i % 40 + 1}号楼",
+                f"{i % 4 + 1}单元",
+                f"{i % 3000:04d}",
+            ),
             values=values,
         )
         out.append(gridgate_json.encode(reading))
@@ -74,7 +80,12 @@ def make_session(client_id: str, topic_filter: str) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+    )
     client.connect(HOST, MQTT_PORT)
     client.loop_start()
     info = client.subscribe(topic_filter, qos=1)
@@ -107,7 +118,10 @@ def influx_count(database: str) -> int:
     total = 0
     for m in ("access", "safety", "meter", "elder"):
         source = qualified(m) if RETENTION else f'"{m}"'
-        r = httpx.post(f"{INFLUX_URL}/query", params={"db": database, "q": f'SELECT count("schema") FROM {source}'})
+        r = httpx.post(
+            f"{INFLUX_URL}/query",
+            params={"db": database, "q": f'SELECT count("schema") FROM {source}'},
+        )
         for res in r.json().get("results", []):
             for s in res.get("series", []):
                 total += int(s["values"][0][1])
@@ -129,7 +143,9 @@ def gateway_rate(
         "GRIDGATE_MQTT_CLIENT_ID": client_id,
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
         "GRIDGATE_REQUIRE_REGISTRATION": "false",
-        "GRIDGATE_PSEUDONYM_KEY_FILE": str(KeyRing.generate_file(tmp / "pseudonym.key") and tmp / "pseudonym.key"),
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
+            KeyRing.generate_file(tmp / "pseudonym.key") and tmp / "pseudonym.key"
+        ),
         "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
         "GRIDGATE_BATCH_SIZE": str(args.batch_size),
         "GRIDGATE_LOG_LEVEL": "INFO",
@@ -137,7 +153,11 @@ def gateway_rate(
     httpx.post(f"{INFLUX_URL}/query", params={"q": f'CREATE DATABASE "{database}"'})
     make_session(client_id, f"gridgate/v1/{community}/+/+/+")
     publish_all(HOST, MQTT_PORT, msgs, max_inflight=1000)
-    entry = ["-m", "gateway.cli", "run", "--no-progress"] if privacy else ["-m", "bench.gateway_without_privacy"]
+    entry = (
+        ["-m", "gateway.cli", "run", "--no-progress"]
+        if privacy
+        else ["-m", "bench.gateway_without_privacy"]
+    )
     proc = subprocess.Popen(
         [sys.executable, *entry],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
@@ -169,13 +189,22 @@ def gateway_rate(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per side; the median is reported")
-    parser.add_argument("--no-privacy-run", action="store_true", help="skip the run without privacy")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per side; the median is reported"
+    )
+    parser.add_argument(
+        "--no-privacy-run", action="store_true", help="skip the run without privacy"
+    )
     args = parser.parse_args()
-    print(f"bench: {args.repeat} runs of {args.messages:,} messages of all four families", file=sys.stderr)
+    print(
+        f"bench: {args.repeat} runs of {args.messages:,} messages of all four families",
+        file=sys.stderr,
+    )
     raws, gws, bares = [], [], []
     for run in range(1, args.repeat + 1):
         community = f"bench{uuid.uuid4().hex[:6]}"
@@ -185,16 +214,24 @@ def main() -> int:
         line = f"bench: run {run}: raw {raws[-1]:,.0f} msg/s, gateway {gws[-1]:,.0f} readings/s"
         if not args.no_privacy_run:
             community = f"bench{uuid.uuid4().hex[:6]}"
-            bares.append(gateway_rate(messages(community, args.messages), community, args, privacy=False)[0])
+            bares.append(
+                gateway_rate(messages(community, args.messages), community, args, privacy=False)[0]
+            )
             line += f", without privacy {bares[-1]:,.0f}"
         print(line, file=sys.stderr)
     raw, gw = statistics.median(raws), statistics.median(gws)
-    print(f"raw broker delivery : {raw:>10,.0f} msg/s (mosquitto_sub, QoS 1; median of {args.repeat})")
-    print(f"gateway end-to-end  : {gw:>10,.0f} readings/s (received → decoded → de-identified → in InfluxDB → acked; median)")
+    print(
+        f"raw broker delivery : {raw:>10,.0f} msg/s (mosquitto_sub, QoS 1; median of {args.repeat})"
+    )
+    print(
+        f"gateway end-to-end  : {gw:>10,.0f} readings/s (received → decoded → de-identified → in InfluxDB → acked; median)"
+    )
     print(f"ratio gateway / raw : {gw / raw:>10.2f}")
     if bares:
         bare = statistics.median(bares)
-        print(f"without privacy     : {bare:>10,.0f} readings/s (same pipeline, de-identifier replaced by identity)")
+        print(
+            f"without privacy     : {bare:>10,.0f} readings/s (same pipeline, de-identifier replaced by identity)"
+        )
         print(f"privacy keeps       : {gw / bare:>10.0%} of the throughput")
     return 0
 

@@ -21,6 +21,9 @@ class DeviceSnapshot:
         self._load = load
         self._devices: dict[str, DeviceInfo] = {}
         self.on_reload: list[Callable[[Sequence[DeviceInfo]], None]] = []
+        # Callbacks that query a database: run in a worker thread, so they must only swap in
+        # what they build (never mutate what the event loop reads).
+        self.on_reload_blocking: list[Callable[[Sequence[DeviceInfo]], None]] = []
 
     def lookup(self, device_id: str) -> DeviceInfo | None:
         return self._devices.get(device_id)
@@ -32,7 +35,7 @@ class DeviceSnapshot:
         """Load synchronously (start-up); returns the number of devices."""
         infos = self._load()
         self._devices = {info.device_id: info for info in infos}
-        for callback in self.on_reload:
+        for callback in (*self.on_reload, *self.on_reload_blocking):
             callback(infos)
         return len(infos)
 
@@ -51,3 +54,8 @@ class DeviceSnapshot:
             self._devices = {info.device_id: info for info in infos}
             for callback in self.on_reload:
                 callback(infos)
+            for callback in self.on_reload_blocking:
+                try:
+                    await asyncio.to_thread(callback, infos)
+                except Exception as exc:
+                    log.error("registry reload: %s failed: %s", callback.__name__, exc)

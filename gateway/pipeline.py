@@ -24,7 +24,7 @@ from devices.families import Channel
 from devices.info import DeviceInfo
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
-from gateway.alerts.model import Condition
+from gateway.alerts.model import Condition, Severity
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
@@ -66,6 +66,7 @@ class RuleEvaluator(Protocol):
 
 # Persists conditions (alerts accepted) — awaited before the batch that produced them is acked.
 AlertSink = Callable[[list[Condition]], Awaitable[None]]
+URGENT = Severity.II  # conditions this severe or worse close their batch at once
 LivenessListener = Callable[[LivenessEvent], None]
 
 
@@ -99,6 +100,7 @@ class _Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     conditions: list[Condition] = field(default_factory=list)  # for the alert engine
     opened: float = field(default_factory=time.monotonic)
+    urgent: bool = False  # holds a level I/II condition: written now, not after the linger
 
     def add(self, rp: str | None, line: str, msg: Message | None) -> None:
         group = self.by_rp.get(rp)
@@ -204,6 +206,9 @@ class Pipeline:
                     found = self._rule_failed(exc)
                 if found:
                     batch.conditions.extend(found)
+                    batch.urgent = batch.urgent or any(
+                        c.active and c.severity <= URGENT for c in found
+                    )
             status = reading.kind if reading.channel is Channel.STATUS else None
             event = self.liveness.observe(
                 reading.device_id, reading.family, reading.location, msg.received_ns, status
@@ -338,6 +343,7 @@ class Pipeline:
                 batch.messages.extend(messages)
             if not batch.empty and (
                 len(batch.messages) >= cfg.batch_size
+                or batch.urgent
                 or time.monotonic() >= batch.opened + cfg.linger_s
             ):
                 await self._queue.put(batch)
@@ -352,17 +358,17 @@ class Pipeline:
             await self._hand_off(batch)
 
     async def _hand_off(self, batch: _Batch) -> None:
-        # One write per retention policy, all at once: they are independent requests.
-        await asyncio.gather(
-            *(
-                self._write_with_retry(rp, group.lines, group.messages, batch.dead)
-                for rp, group in batch.by_rp.items()
-            )
-        )
+        # One write per retention policy and the alerts, all at once: they are independent,
+        # and an alert should not wait for InfluxDB. The acks wait for all of them.
+        steps: list[Awaitable[None]] = [
+            self._write_with_retry(rp, group.lines, group.messages, batch.dead)
+            for rp, group in batch.by_rp.items()
+        ]
+        if batch.conditions and self.alert_sink is not None:
+            steps.append(self._accept_alerts(batch.conditions))
+        await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
-        if batch.conditions and self.alert_sink is not None:
-            await self._accept_alerts(batch.conditions)
         self.source.ack(batch.messages)
         self.metrics.acked += len(batch.messages)
         self.metrics.batches += 1

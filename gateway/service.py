@@ -194,7 +194,7 @@ async def run_gateway(
                         ),
                     )
                     alerts.refresh_households(registry.all_devices())
-                    directory.on_reload.append(alerts.refresh_households)
+                    directory.on_reload_blocking.append(alerts.refresh_households)
                 pipeline = Pipeline(
                     source,
                     influx,

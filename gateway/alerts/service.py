@@ -101,7 +101,7 @@ class AlertService:
         self.registry = registry
         self._households: dict[str, tuple[str, bool]] = {}
         self.rules = TimedRules(
-            RuleEngine(load_rules(config.rules_path), households=self._households.get)
+            RuleEngine(load_rules(config.rules_path), households=self._household_of)
         )
         self.router = Router(load_routing_policy(config.routing_path), registry)
         self.outbox = Outbox(registry.engine, clock_ns=config.clock_ns)
@@ -118,12 +118,17 @@ class AlertService:
         self._worker: DeliveryWorker | None = None
 
     def refresh_households(self, devices: Sequence[DeviceInfo]) -> None:
-        """device → (household, elder living alone), for the solitary-elder water rule."""
+        """device → (household, elder living alone), for the solitary-elder water rule.
+        Queries the registry (run it in a thread); the new map is swapped in whole."""
         alone = {h.id: h.elder_alone for h in self.registry.households()}
-        self._households.clear()
-        for d in devices:
-            if d.household:
-                self._households[d.device_id] = (d.household, alone.get(d.household, False))
+        self._households = {
+            d.device_id: (d.household, alone.get(d.household, False))
+            for d in devices
+            if d.household
+        }
+
+    def _household_of(self, device_id: str) -> tuple[str, bool] | None:
+        return self._households.get(device_id)
 
     async def accept(self, conditions: list[Condition]) -> None:
         """The pipeline's alert sink: alerts and their notifications are committed together."""

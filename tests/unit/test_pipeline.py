@@ -349,3 +349,52 @@ async def test_a_failing_rule_does_not_stop_ingestion(tmp_path: Path) -> None:
 async def _until(condition: object) -> None:
     while not condition():  # type: ignore[operator]
         await asyncio.sleep(0.01)
+
+
+class SevereEnergyRule(HighEnergyRule):
+    """Level I above 5 kWh (a gas leak, say), else nothing."""
+
+    def on_reading(
+        self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
+    ) -> list[Condition]:
+        return [
+            Condition(c.rule_id, c.key, c.kind, Severity.I, c.location, c.level, c.at_ns,
+                      device_id=c.device_id)
+            for c in super().on_reading(reading, device)
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "urgent"), [(SevereEnergyRule(), True), (HighEnergyRule(), False)]
+)
+async def test_a_level_i_condition_does_not_wait_for_the_linger(
+    tmp_path: Path, rule: HighEnergyRule, urgent: bool
+) -> None:
+    """A batch holding a level-I/II condition goes at once; other batches linger (60 s here)."""
+    source, writer = ListSource([msg(9)]), FlakyWriter()
+    accepted: list[Condition] = []
+
+    async def sink(conditions: list[Condition]) -> None:
+        accepted.extend(conditions)
+
+    pipeline = Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        privacy=PRIVACY,
+        config=PipelineConfig(batch_size=100, linger_s=60),
+        rules=rule,
+        alert_sink=sink,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    for _ in range(50):  # half a second: far inside the linger
+        await asyncio.sleep(0.01)
+    assert (len(accepted), len(source.acked), len(writer.lines)) == (
+        (1, 1, 1) if urgent else (0, 0, 0)
+    )
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(accepted) == len(source.acked) == 1  # the lingering batch is flushed on stop
