@@ -21,11 +21,11 @@ SERVICES := scripts/services.sh
 # root needs no sudo; anyone else installs Debian packages through it
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help venv services stop lint test demo bench clean key
+.PHONY: help venv services stop lint test demo bench bench-alerts bench-storm clean key
 
 help: ## list the targets
 	@echo "gridgate make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 	@echo "ports: MQTT $(GRIDGATE_MQTT_PORT), InfluxDB $(GRIDGATE_INFLUX_PORT) (rpc $(GRIDGATE_INFLUX_RPC_PORT)), all on 127.0.0.1"
 
 venv: $(STAMP) ## create .venv and install gridgate with the dev extra (editable)
@@ -74,6 +74,12 @@ demo: $(STAMP) services key ## run the end-to-end demo against the local service
 
 bench: $(STAMP) services ## ingest benchmark against the local services
 	$(VENV)/bin/python -m bench.ingest
+
+bench-alerts: $(STAMP) services ## level-I alert latency (p50/p99) under full community load
+	$(VENV)/bin/python -m bench.alert_latency
+
+bench-storm: $(STAMP) services ## 10-minute hostile + alarm-storm run, notifications vs bound
+	$(VENV)/bin/python -m bench.alarm_storm
 
 clean: ## stop services, remove .run, .venv and egg-info
 	@if [ -x $(SERVICES) ]; then $(SERVICES) stop; fi
