@@ -105,6 +105,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"notifications:        {outcome.notifications} (bound {outcome.bound})")
     print(f"silent reopenings:    {outcome.steps['reopened']}")
     print(f"grouped into incidents: {outcome.steps['grouped']}")
+    print(f"escalations:          {outcome.steps['escalated']} (level I unacknowledged for 5 min)")
     outcome.check()
     print("bounded: yes")
     return 0

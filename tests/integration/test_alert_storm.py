@@ -42,6 +42,7 @@ class StormOutcome:
     alerts: list[Alert]
     steps: Counter[str]
     recipients: dict[int, int]  # alert id → members its level-I routing reaches
+    escalated: dict[int, int]  # alert id → members its escalations reached (reminders too)
     received: dict[str, list[dict[str, Any]]]
     notifications: int
 
@@ -51,19 +52,20 @@ class StormOutcome:
 
     @property
     def bound(self) -> int:
-        """Notified alerts × their recipients × (raise + at most one upgrade)."""
-        return sum(2 * self.recipients[a] for a in self.notified)
+        """Notified alerts × their recipients × (raise + at most one upgrade), plus whom their
+        escalations reached (none at accelerated speed: the deadlines are real minutes)."""
+        return sum(2 * self.recipients[a] + self.escalated.get(a, 0) for a in self.notified)
 
     def check(self) -> None:
         alerts = self.alerts
         # one alert per (place, condition): the detectors flapped, nothing was re-raised
         assert len({(a.place, a.key) for a in alerts}) == len(alerts)
         assert self.steps["reopened"] >= len({a.place for a in alerts if a.kind == "gas_leak"})
-        # each member told about an alert once per step, and only when raised or upgraded
+        # each member told about an alert once per step: raised, upgraded or escalated a level
         for member, payloads in self.received.items():
-            told = Counter((p["alert_id"], p["step"]) for p in payloads)
+            told = Counter((p["alert_id"], p["step"], p["escalation_level"]) for p in payloads)
             assert set(told.values()) == {1}, member
-            assert {step for _, step in told} <= {"raised", "upgraded"}
+            assert {step for _, step, _ in told} <= {"raised", "upgraded", "escalated"}
         assert 0 < self.notifications <= self.bound
         # gas and fire per unit, one incident per building
         assert len(self.notified) <= 2 * len({a.place for a in alerts})
@@ -72,7 +74,8 @@ class StormOutcome:
         return (
             f"{len(self.alerts)} alerts, {len(self.notified)} notified, "
             f"{self.notifications} notifications (bound {self.bound}), "
-            f"{self.steps['reopened']} silent reopenings, {self.steps['grouped']} grouped"
+            f"{self.steps['reopened']} silent reopenings, {self.steps['grouped']} grouped, "
+            f"{self.steps['escalated']} escalations"
         )
 
 
@@ -85,16 +88,26 @@ async def storm_outcome(registry_url: str, audit_path: Path, members: Members) -
         await wait_for(lambda: members.count() == len(to_members), 30, "all received")
         store = AlertStore(registry, AuditStore(audit_path))
         alerts = store.alerts()
-        steps = Counter(e.step for a in alerts for e in store.events(a.id))
+        events = {a.id: store.events(a.id) for a in alerts}
+        steps = Counter(e.step for es in events.values() for e in es)
         recipients = {  # level I: the first responders (a building's: its unit heads too)
             a.id: len(registry.members_for(a.location, FIRST_RESPONDERS))
             + len(registry.members_within(a.location, [Role.UNIT_HEAD])
                   if a.level is PlaceLevel.BUILDING else [])
             for a in alerts
         }  # fmt: skip
+        escalated = {  # each escalation: that level's roles, and the first responders again
+            a.id: sum(
+                recipients[a.id]
+                + len(registry.members_for(a.location, [Role(r) for r in e.detail["roles"]]))
+                for e in events[a.id]
+                if e.step == "escalated"
+            )
+            for a in alerts
+        }
     with members._lock:
         received = {m: list(ps) for m, ps in members.received.items()}
-    return StormOutcome(alerts, steps, recipients, received, members.count())
+    return StormOutcome(alerts, steps, recipients, escalated, received, members.count())
 
 
 async def test_ten_minute_hostile_alarm_storm_gives_a_bounded_number_of_notifications(
