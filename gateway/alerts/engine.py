@@ -200,7 +200,11 @@ class AlertEngine:
     def _reopen(self, tx: AlertTx, cond: Condition, now: int) -> AlertRow | None:
         """The alert of this condition that cleared by itself less than `reopen_within_s`
         ago, open again in the state it was cleared from; None if there is none (or another
-        process opened one meanwhile). Its deadlines run again from now."""
+        process opened one meanwhile).
+
+        Its deadlines are the ones it had, never later: a flapping alert nobody acknowledges
+        must still escalate, not push its time limit forward with every flap. One already
+        passed falls due at once."""
         window = self.policy.reopen_within_s * NS_PER_S
         if not window:
             return None
@@ -227,8 +231,13 @@ class AlertEngine:
             with tx.session.begin_nested():
                 row.state = (AlertState.NOTIFIED if told is not None else AlertState.RAISED).value
                 row.ended_ns = None
-                row.ack_deadline_ns = now + deadlines.ack_within_s * NS_PER_S
-                row.resolve_deadline_ns = now + deadlines.resolve_within_s * NS_PER_S
+                ack_ns, resolve_ns = (
+                    deadlines.ack_within_s * NS_PER_S,
+                    deadlines.resolve_within_s * NS_PER_S,
+                )
+                # each escalation level gave the alert the acknowledgement time again
+                row.ack_deadline_ns = max(now, row.raised_ns + (row.escalation_level + 1) * ack_ns)
+                row.resolve_deadline_ns = max(now, row.raised_ns + resolve_ns)
                 tx.session.flush()
         except IntegrityError:
             log.info("alert %s %s was opened concurrently; counting a repeat", cond.place, cond.key)

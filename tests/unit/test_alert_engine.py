@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from devices.location import Location
 from gateway.alerts.delivery import Outbox
 from gateway.alerts.engine import AlertChange, AlertEngine, ChangeKind
+from gateway.alerts.escalation import Escalator
 from gateway.alerts.model import (
     OPEN_STATES,
     AlertState,
@@ -345,11 +346,16 @@ def test_a_flapping_condition_reopens_its_alert_without_notifying_again(world: W
         again = one(world.engine.handle([cond(at_ns=T0 + (i * 300 + 150) * S)]))
         assert again.alert.id == raised.alert.id and not again.notify
         assert again.alert.state is AlertState.NOTIFIED
-        assert again.alert.ack_deadline_ns == world.clock.now + 300 * S  # runs again from now
+        # the time limit is the one it had (raised at T0, 300 s for level I), never pushed
+        # forward by a flap; once passed, it is due at once and the escalator takes it
+        assert again.alert.ack_deadline_ns == max(T0 + 300 * S, world.clock.now)
     assert len(world.outbox.sent) == sent
     assert world.store.alert(raised.alert.id).count == 6  # type: ignore[union-attr]
     steps = [e.step for e in world.store.events(raised.alert.id)]
     assert steps.count("reopened") == 5 and steps.count("cleared") == 5
+    # nobody acknowledged it while it flapped: past its time limit, it escalates
+    [up] = Escalator(world.store, world.router, clock_ns=world.clock).due()
+    assert up.alert.id == raised.alert.id and up.to_level == 1
 
 
 def test_a_condition_back_after_the_reopen_window_is_a_new_alert(world: World) -> None:
