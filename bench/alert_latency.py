@@ -86,10 +86,9 @@ from gateway.alerts.routing import load_routing_policy
 from gateway.alerts.rules import EventRule, load_rules
 from gateway.alerts.store import AlertRow
 from gateway.registry import Registry
-from gateway.registry.importer import import_file
 from privacy.keys import KeyRing
-from simulators.community import build_community
 from tests.integration.mqtt_util import drop_session
+from tests.integration.test_community import registered_community
 
 MEMBER_TOPICS = "gridgate/alerts/member/#"
 START_TIMEOUT_S = 60.0
@@ -105,17 +104,6 @@ def say(text: str) -> None:
 
 
 # -- the community and its triggers -----------------------------------------------------------
-
-
-def registered_community(households: int, seed: int, code: str, tmp: Path) -> tuple[str, Path]:
-    """Fleet file → registry (as tests/integration/test_community.registered_community does);
-    returns the registry URL and the fleet file the simulator must use."""
-    community = build_community(households, seed, code)
-    fleet = community.write_fleet(tmp / "fleet.yaml")
-    url = f"sqlite:///{tmp / 'registry.sqlite3'}"
-    with Registry.open(url) as registry:
-        import_file(registry, fleet, keyring=KeyRing.from_file(tmp / "pseudonym.key"))
-    return url, fleet
 
 
 @dataclass(frozen=True)
@@ -581,7 +569,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
     database = f"bench_{code}"
     say(f"building and registering {args.households} households (community {code})")
     KeyRing.generate_file(tmp / "pseudonym.key")
-    registry_url, fleet = registered_community(args.households, args.seed, code, tmp)
+    _, registry_url, fleet = registered_community(args.households, args.seed, code, tmp)
     triggers = plan_triggers(registry_url, code, args.samples, args.seed)
     kinds = Counter(t.critical.kind for t in triggers)
     env = clean_env(

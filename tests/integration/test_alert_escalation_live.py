@@ -23,6 +23,7 @@ from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
 from gateway.audit_store import AuditStore
 from gateway.registry import Registry, Role
+from gateway.settings import Settings
 from simulators.community import Community, CommunityDevice, Equipment
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, wait_for
@@ -76,6 +77,16 @@ def leaking(device: CommunityDevice) -> list[tuple[str, bytes]]:
     ]
 
 
+def fast_escalation_settings(
+    services: Services, unique: str, influx_db: str, tmp: Path, registry_url: str
+) -> Settings:
+    """A registered community's gateway that looks for overdue alerts every 50 ms."""
+    return community_settings(
+        services, unique, influx_db, tmp, registry_url,
+        audit_path=tmp / "audit.sqlite3", escalation_check_s=0.05,
+    )  # fmt: skip
+
+
 def steps(members: Members, alert_id: int) -> dict[str, list[str]]:
     """member → the steps of `alert_id` they were told about, in order of arrival."""
     with members._lock:
@@ -95,10 +106,7 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
 ) -> None:
     community, registry_url, _ = registered_community(60, 51, unique, tmp_path)
     ignored, taken = gas_detectors(community)[:2]
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3", escalation_check_s=0.05,
-    )  # fmt: skip
+    settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
     clock = FakeClock()
     members = Members(services, unique)
     with Registry.open(registry_url) as registry:
@@ -202,10 +210,7 @@ async def dead_webhook_raises_alert(
     monkeypatch.setenv("GRIDGATE_WEBHOOK_SECRETS", json.dumps({receiver.origin: SECRET}))
     community, registry_url, _ = registered_community(60, 53, unique, tmp_path)
     detector = gas_detectors(community)[0]
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3", escalation_check_s=0.05,
-    )  # fmt: skip
+    settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
     clock = FakeClock()
     members = Members(services, unique)
     with Registry.open(registry_url) as registry:

@@ -21,7 +21,7 @@ from gateway.alerts.model import Condition, PlaceLevel, Severity
 from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
-from gateway.pipeline import Pipeline, PipelineConfig
+from gateway.pipeline import AlertSink, Pipeline, PipelineConfig
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
 from privacy.policy import load_policy
@@ -286,6 +286,27 @@ class HighEnergyRule:
         return []
 
 
+def alerting_pipeline(
+    source: ListSource,
+    writer: FlakyWriter,
+    tmp_path: Path,
+    rules: HighEnergyRule,
+    sink: AlertSink | None,
+    config: PipelineConfig,
+) -> Pipeline:
+    return Pipeline(
+        source,
+        writer,
+        DeadLetterStore(tmp_path / "dl.sqlite3"),
+        adapters=default_registry(),
+        privacy=PRIVACY,
+        config=config,
+        rules=rules,
+        alert_sink=sink,
+        clock_ns=lambda: NOW_MS * 1_000_000,
+    )
+
+
 async def test_alerts_are_accepted_before_the_batch_is_acked(tmp_path: Path) -> None:
     source, writer = ListSource([msg(i) for i in range(10)]), FlakyWriter()
     accepted: list[Condition] = []
@@ -298,17 +319,10 @@ async def test_alerts_are_accepted_before_the_batch_is_acked(tmp_path: Path) -> 
             raise RuntimeError("registry busy")
         accepted.extend(conditions)
 
-    pipeline = Pipeline(
-        source,
-        writer,
-        DeadLetterStore(tmp_path / "dl.sqlite3"),
-        adapters=default_registry(),
-        privacy=PRIVACY,
-        config=PipelineConfig(batch_size=10, linger_s=0.01, retry_max_s=0.01),
-        rules=HighEnergyRule(),
-        alert_sink=sink,
-        clock_ns=lambda: NOW_MS * 1_000_000,
-    )
+    pipeline = alerting_pipeline(
+        source, writer, tmp_path, HighEnergyRule(), sink,
+        PipelineConfig(batch_size=10, linger_s=0.01, retry_max_s=0.01),
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
     while len(source.acked) < 10:
@@ -328,15 +342,8 @@ class BrokenRule(HighEnergyRule):
 
 async def test_a_failing_rule_does_not_stop_ingestion(tmp_path: Path) -> None:
     source, writer = ListSource([msg(i) for i in range(5)]), FlakyWriter()
-    pipeline = Pipeline(
-        source,
-        writer,
-        DeadLetterStore(tmp_path / "dl.sqlite3"),
-        adapters=default_registry(),
-        privacy=PRIVACY,
-        config=PipelineConfig(batch_size=10, linger_s=0.01),
-        rules=BrokenRule(),
-        clock_ns=lambda: NOW_MS * 1_000_000,
+    pipeline = alerting_pipeline(
+        source, writer, tmp_path, BrokenRule(), None, PipelineConfig(batch_size=10, linger_s=0.01)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
@@ -377,16 +384,8 @@ async def test_a_level_i_condition_does_not_wait_for_the_linger(
     async def sink(conditions: list[Condition]) -> None:
         accepted.extend(conditions)
 
-    pipeline = Pipeline(
-        source,
-        writer,
-        DeadLetterStore(tmp_path / "dl.sqlite3"),
-        adapters=default_registry(),
-        privacy=PRIVACY,
-        config=PipelineConfig(batch_size=100, linger_s=60),
-        rules=rule,
-        alert_sink=sink,
-        clock_ns=lambda: NOW_MS * 1_000_000,
+    pipeline = alerting_pipeline(
+        source, writer, tmp_path, rule, sink, PipelineConfig(batch_size=100, linger_s=60)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(pipeline.run(stop))
