@@ -42,7 +42,9 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     show.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
 
 
-def run(args: argparse.Namespace, audit_path: Path) -> int:
+def run(args: argparse.Namespace, audit_path: Path, registry_url: str | None = None) -> int:
+    """`registry_url`: the database holding the alerts, to check that every alert record
+    describes a step that happened (None: the chain only)."""
     try:
         store = AuditStore(audit_path, read_only=True)
     except AuditLogError as exc:
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace, audit_path: Path) -> int:
         return 2
     try:
         if args.audit_command == "verify":
-            return _verify(store, args.anchor)
+            return _verify(store, args.anchor, registry_url)
         return _show(store, args.last)
     except AuditLogError as exc:
         print(f"audit: {exc}", file=sys.stderr)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace, audit_path: Path) -> int:
         store.close()
 
 
-def _verify(store: AuditStore, anchor: Anchor | None) -> int:
+def _verify(store: AuditStore, anchor: Anchor | None, registry_url: str | None) -> int:
     result = store.verify(anchor)
     if not result.ok:
         print(f"audit: BROKEN at record #{result.first_bad_seq}: {result.problem}")
@@ -67,7 +69,28 @@ def _verify(store: AuditStore, anchor: Anchor | None) -> int:
     for trigger in store.missing_triggers():
         print(f"audit: warning: append-only trigger {trigger} is missing", file=sys.stderr)
     print(f"audit: {result.checked} records, chain intact")
+    if registry_url is None or not _registry_exists(registry_url):
+        return 0
+    from gateway.alerts.store import unbacked_alert_records
+    from gateway.registry import Registry
+
+    with Registry.open(registry_url) as registry:
+        bad = unbacked_alert_records(registry, store.records())
+    if bad:
+        shown = ", ".join(f"#{n}" for n in bad[:20]) + (" …" if len(bad) > 20 else "")
+        print(f"audit: {len(bad)} alert records describe no alert step: {shown}")
+        return 1
+    print("audit: every alert record matches an alert step")
     return 0
+
+
+def _registry_exists(url: str) -> bool:
+    """A SQLite registry that was never created has no alerts to check (and is not created
+    by looking); any other database is assumed to exist."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        return Path(url.removeprefix(prefix)).exists()
+    return True
 
 
 def _show(store: AuditStore, last: int) -> int:

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,11 +25,13 @@ from typing import Any
 from privacy.audit import (
     Anchor,
     AuditAction,
+    AuditEntry,
     AuditRecord,
     ChainVerifier,
     VerifyResult,
     canonical_json,
     chain_append,
+    check_entry,
 )
 
 DEFAULT_PATH = Path(".run/gridgate/audit.sqlite3")
@@ -126,11 +128,27 @@ class AuditStore:
     ) -> AuditRecord:
         """Chain a record to the newest one and store it durably before returning.
 
-        Raises ValueError for details that are not JSON or hold a raw identifier (nothing is
-        written), AuditLogError if the newest stored record cannot be read.
+        Raises AuditRefused (a ValueError) for details that are not JSON or hold a raw
+        identifier (nothing is written), AuditLogError if the newest stored record cannot be
+        read.
+        """
+        return self.append_many([AuditEntry(actor, action, subject, details)], at_ns=at_ns)[0]
+
+    def append_many(
+        self, entries: Sequence[AuditEntry], *, at_ns: int | None = None
+    ) -> list[AuditRecord]:
+        """Chain several records in one transaction: all of them are stored, or none.
+
+        Every entry is checked before anything is written, so one refused record cannot leave
+        the others behind (records describing a transaction that then rolled back).
         """
         if self.read_only:
             raise AuditLogError("the audit log was opened read-only")
+        if not entries:
+            return []
+        for entry in entries:
+            check_entry(entry.actor, entry.subject, dict(entry.details or {}))
+        records: list[AuditRecord] = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -138,27 +156,26 @@ class AuditStore:
                     f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
                 prev = None if row is None else _decode(row)
-                record = chain_append(
-                    prev,
-                    at_ns=self._clock_ns() if at_ns is None else at_ns,
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    details=details,
-                )
-                self._conn.execute(
+                when = self._clock_ns() if at_ns is None else at_ns
+                for entry in entries:
+                    prev = chain_append(
+                        prev,
+                        at_ns=when,
+                        actor=entry.actor,
+                        action=entry.action,
+                        subject=entry.subject,
+                        details=entry.details,
+                    )
+                    records.append(prev)
+                self._conn.executemany(
                     f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.seq, record.at_ns, record.actor, record.action.value,
-                        record.subject, canonical_json(record.details), record.prev_hash,
-                        record.hash,
-                    ),
-                )  # fmt: skip
+                    [_row(r) for r in records],
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return record
+        return records
 
     # -- reading --------------------------------------------------------------------------
 
@@ -233,6 +250,11 @@ class AuditStore:
         except AuditLogError as exc:
             verifier.fail(verifier.checked + 1, str(exc))
         return verifier.result()
+
+
+def _row(r: AuditRecord) -> tuple[Any, ...]:
+    details = canonical_json(r.details)
+    return (r.seq, r.at_ns, r.actor, r.action.value, r.subject, details, r.prev_hash, r.hash)
 
 
 def _decode(row: tuple[Any, ...]) -> AuditRecord:

@@ -1,20 +1,26 @@
-"""Where rejected messages go: topic, reason, time and a SHA-256 digest of the payload.
+"""Where rejected messages go: topic, reason, time and a keyed digest of the payload.
 
 The raw payload is never kept — it may hold names, ID numbers or face data — and topic levels
 that look like personal data are redacted. The digest lets an operator match a record against
-a device's own log without the store holding the data.
+a redelivered message or a device's own log without the store holding the data. It is an HMAC
+under the pseudonym key ring's current key (named in the digest, ``k1:<hex>``), not a plain
+SHA-256: a payload that is only an ID number or a phone would be found from a plain digest by
+trying every number.
 SQLite (WAL) because a dead letter must be durable before its message is acknowledged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from privacy.keys import KeyRing
 from privacy.redact import redact_topic
 
 _SCHEMA = """
@@ -24,35 +30,40 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     topic TEXT NOT NULL,
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
-    payload_sha256 TEXT NOT NULL,
+    payload_digest TEXT NOT NULL,
     payload_bytes INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters(reason);
 """
 _MAX_DETAIL = 500
+_DOMAIN = b"gridgate/dead-letter/v1\x00"
+EPHEMERAL_KID = "ephemeral"  # no key ring given: a random key for this process only
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     received_ns: int
-    topic: str
+    topic: str  # redacted
     reason: str
-    detail: str
-    payload_sha256: str
+    detail: str  # our words: names positions, never device-supplied text
+    payload_digest: str  # "{kid}:{hex HMAC-SHA-256}"
     payload_bytes: int
 
-    @classmethod
-    def of(
-        cls, topic: str, payload: bytes, reason: str, detail: str, received_ns: int
-    ) -> DeadLetter:
-        return cls(
-            received_ns=received_ns,
-            topic=redact_topic(topic),
-            reason=reason,
-            detail=detail[:_MAX_DETAIL],
-            payload_sha256=hashlib.sha256(payload).hexdigest(),
-            payload_bytes=len(payload),
-        )
+
+class PayloadDigest:
+    """Keyed digests of payloads: the same payload gives the same digest under one key."""
+
+    def __init__(self, keyring: KeyRing | None = None) -> None:
+        self._keyring = keyring
+        self._ephemeral = os.urandom(32) if keyring is None else b""
+
+    def __call__(self, payload: bytes) -> str:
+        message = _DOMAIN + payload
+        if self._keyring is None:
+            mac = hmac.new(self._ephemeral, message, hashlib.sha256).hexdigest()
+            return f"{EPHEMERAL_KID}:{mac}"
+        kid = self._keyring.current
+        return f"{kid}:{self._keyring.mac(message, kid).hex()}"
 
 
 class DeadLetterStore:
@@ -64,8 +75,11 @@ class DeadLetterStore:
 
     PRUNE_EVERY = 10_000
 
-    def __init__(self, path: Path | str, max_rows: int = 1_000_000) -> None:
+    def __init__(
+        self, path: Path | str, max_rows: int = 1_000_000, *, keyring: KeyRing | None = None
+    ) -> None:
         self.path = Path(path)
+        self.digest = PayloadDigest(keyring)
         self.max_rows = max_rows
         self._since_prune = 0
         if str(path) != ":memory:":
@@ -74,19 +88,46 @@ class DeadLetterStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate_unkeyed_digests()
         self._db.executescript(_SCHEMA)
+
+    def _migrate_unkeyed_digests(self) -> None:
+        """Stores written before digests were keyed: their plain SHA-256 column is renamed and
+        its values blanked (they could be reversed by enumeration, and cannot be re-keyed
+        without the payloads, which were never kept)."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(dead_letters)")}
+        if "payload_sha256" in cols:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "ALTER TABLE dead_letters RENAME COLUMN payload_sha256 TO payload_digest"
+            )
+            self._db.execute("UPDATE dead_letters SET payload_digest = 'unkeyed:removed'")
+            self._db.execute("COMMIT")
+
+    def letter(
+        self, topic: str, payload: bytes, reason: str, detail: str, received_ns: int
+    ) -> DeadLetter:
+        """The dead letter of a message: topic redacted, payload reduced to a keyed digest."""
+        return DeadLetter(
+            received_ns=received_ns,
+            topic=redact_topic(topic),
+            reason=reason,
+            detail=detail[:_MAX_DETAIL],
+            payload_digest=self.digest(payload),
+            payload_bytes=len(payload),
+        )
 
     def add_many(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:
             return
         rows = [
-            (d.received_ns, d.topic, d.reason, d.detail, d.payload_sha256, d.payload_bytes)
+            (d.received_ns, d.topic, d.reason, d.detail, d.payload_digest, d.payload_bytes)
             for d in letters
         ]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO dead_letters (received_ns, topic, reason, detail, payload_sha256,"
+                "INSERT INTO dead_letters (received_ns, topic, reason, detail, payload_digest,"
                 " payload_bytes) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
@@ -112,7 +153,7 @@ class DeadLetterStore:
     def recent(self, limit: int = 100) -> list[DeadLetter]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT received_ns, topic, reason, detail, payload_sha256, payload_bytes"
+                "SELECT received_ns, topic, reason, detail, payload_digest, payload_bytes"
                 " FROM dead_letters ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()

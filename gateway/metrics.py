@@ -22,6 +22,7 @@ class GatewayMetrics:
     liveness_changes: int = 0  # devices going online/offline
     conditions: int = 0  # rule conditions handed to the alert engine
     rule_errors: int = 0  # rule evaluations that raised (a bug: logged, ingestion goes on)
+    alerts_refused: int = 0  # conditions the alert store would not take (dead-lettered)
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
 
@@ -43,6 +44,7 @@ class GatewayMetrics:
             "liveness_changes": self.liveness_changes,
             "conditions": self.conditions,
             "rule_errors": self.rule_errors,
+            "alerts_refused": self.alerts_refused,
             "rejected": dict(self.rejected),
             "dropped_fields": dict(self.dropped_fields),
         }
@@ -60,6 +62,7 @@ class GatewayMetrics:
             "liveness_changes",
             "conditions",
             "rule_errors",
+            "alerts_refused",
         ):
             lines.append(f"# TYPE gridgate_{name}_total counter")
             lines.append(f"gridgate_{name}_total {getattr(self, name)}")

@@ -22,17 +22,26 @@ from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
 from devices.families import Channel
 from devices.info import DeviceInfo
+from devices.location import Location
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
-from gateway.alerts.model import Condition, Severity
+from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessEvent, LivenessTracker
 from gateway.metrics import GatewayMetrics
+from gateway.registry.identifiers import place_name_problem
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
+from privacy.identifiers import find_identifier
 from privacy.redact import redact_topic
 
 log = logging.getLogger(__name__)
+_MAX_VERDICTS = 200_000  # cached id checks: far above a community's devices and places
+PLACE_LEVELS = ("community", "grid", "building", "unit", "room")
+
+
+def astuple_location(location: Location) -> tuple[str, str, str, str, str]:
+    return (location.community, location.grid, location.building, location.unit, location.room)
 
 
 class LineWriter(Protocol):
@@ -65,7 +74,9 @@ class RuleEvaluator(Protocol):
 
 
 # Persists conditions (alerts accepted) — awaited before the batch that produced them is acked.
-AlertSink = Callable[[list[Condition]], Awaitable[None]]
+# Returns the conditions it refused (not retryable); raises StorageError(retryable=True) while
+# its database is down.
+AlertSink = Callable[[list[Condition]], Awaitable[Sequence[Refusal]]]
 URGENT = Severity.II  # conditions this severe or worse close their batch at once
 LivenessListener = Callable[[LivenessEvent], None]
 
@@ -99,6 +110,8 @@ class _Batch:
     by_rp: dict[str | None, _Lines] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     conditions: list[Condition] = field(default_factory=list)  # for the alert engine
+    # the message each condition came from (None: the gateway's own, such as a liveness sweep)
+    condition_sources: list[Message | None] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
     urgent: bool = False  # holds a level I/II condition: written now, not after the linger
 
@@ -108,6 +121,10 @@ class _Batch:
             group = self.by_rp[rp] = _Lines()
         group.lines.append(line)
         group.messages.append(msg)
+
+    def add_conditions(self, found: list[Condition], msg: Message | None) -> None:
+        self.conditions.extend(found)
+        self.condition_sources.extend([msg] * len(found))
 
     @property
     def empty(self) -> bool:
@@ -173,6 +190,8 @@ class Pipeline:
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
         self._reject_log = _RateLimitedLog()
+        # (is a place code, id or code) → "" (fine) or what it looks like
+        self._identifier_verdicts: dict[tuple[bool, str], str] = {}
 
     # -- per message ----------------------------------------------------------------------
 
@@ -205,7 +224,7 @@ class Pipeline:
                 except Exception as exc:
                     found = self._rule_failed(exc)
                 if found:
-                    batch.conditions.extend(found)
+                    batch.add_conditions(found, msg)
                     batch.urgent = batch.urgent or any(
                         c.active and c.severity <= URGENT for c in found
                     )
@@ -216,7 +235,7 @@ class Pipeline:
             if event is not None:
                 batch.add(self._liveness_rp, self._liveness_changed(event), None)
                 if rules is not None:
-                    batch.conditions.extend(self._guarded(rules.on_liveness, event, info))
+                    batch.add_conditions(self._guarded(rules.on_liveness, event, info), msg)
 
     def _guarded(
         self, rule: Callable[..., list[Condition]], *args: Any, **kw: Any
@@ -244,23 +263,57 @@ class Pipeline:
 
     def _admit(self, reading: Reading, msg: Message) -> tuple[Reading, DeviceInfo | None]:
         """Stamp, check the time, and check the device against the registry, whose location
-        replaces whatever the payload claimed."""
+        replaces whatever the payload claimed — but a device never moves to another
+        community by saying so (`community_mismatch`). Ids and place codes the registry did
+        not vouch for are checked for identifiers before they can become storage tags."""
         cfg = self.config
         reading = stamp_and_check(
             reading, msg.received_ns, self.clock_ns(), cfg.max_past_s, cfg.max_future_s
         )
+        self._check_identifiers(reading.device_id, "device id")
         if self.directory is None:
+            self._check_location(reading.location)
             return reading, None
         info = self.directory.lookup(reading.device_id)
         if info is None:
             if self.config.require_registration:
                 raise RejectedInput("unregistered", "device is not in the registry")
+            self._check_location(reading.location)
             return reading, None
         if info.family is not reading.family:
             raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
         if reading.location != info.location:
+            claimed = reading.location.community
+            if claimed and claimed != info.location.community:
+                raise RejectedInput(
+                    "community_mismatch", "device is registered in another community"
+                )
             reading = reading.with_location(info.location)
         return reading, info
+
+    def _check_identifiers(self, text: str, where: str, *, place: bool = False) -> None:
+        """Refuse an id shaped like an ID number, a phone, a plate or a name, or a place code
+        holding one of those or a person's name (R3.2): it would become a tag. Verdicts are
+        cached: ids repeat, and the check is a regex scan."""
+        verdict = self._identifier_verdicts.get((place, text))
+        if verdict is None:
+            if len(self._identifier_verdicts) >= _MAX_VERDICTS:
+                self._identifier_verdicts.clear()
+            if place:
+                verdict = "personal data" if place_name_problem(text) else ""
+            else:
+                shape = find_identifier(text)
+                verdict = "" if shape is None else f"a {shape.value}"
+            self._identifier_verdicts[place, text] = verdict
+        if verdict:
+            raise RejectedInput("identifier_shaped", f"{where} looks like {verdict}")
+
+    def _check_location(self, location: Location) -> None:
+        """A place from the payload (no registry entry): every code is checked. Chinese
+        place codes (3号楼) are places, not names; a person's name or a number is not."""
+        for level, code in zip(PLACE_LEVELS, astuple_location(location), strict=True):
+            if code:
+                self._check_identifiers(code, f"loc.{level}", place=True)
 
     def _liveness_changed(self, event: LivenessEvent) -> str:
         for listener in self.liveness_listeners:
@@ -269,9 +322,15 @@ class Pipeline:
         return self.encoder.encode_liveness(event)
 
     def _reject(self, msg: Message, batch: _Batch, reason: str, detail: str) -> None:
+        self._dead_letter(msg, batch.dead, reason, detail)
+
+    def _dead_letter(self, msg: Message, dead: list[DeadLetter], reason: str, detail: str) -> None:
+        """Count it, log it (rate-limited, topic redacted), and queue its dead letter, which is
+        committed before the batch is acked."""
         self.metrics.rejected[reason] += 1
         self._reject_log.warn(msg.topic, reason, detail)
-        batch.dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
+        letter = self.deadletters.letter(msg.topic, msg.payload, reason, detail, msg.received_ns)
+        dead.append(letter)
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -280,7 +339,9 @@ class Pipeline:
 
         If storage is still down after `shutdown_grace_s`, the remaining batches are given up
         unacknowledged: the broker keeps them in the persistent session and redelivers them on
-        the next start, so stopping never loses a reading and never hangs.
+        the next start, so stopping never loses a reading and never hangs — not even when the
+        write queue is full behind an InfluxDB outage (the consumer stops waiting for room
+        when `stop` is set).
         """
         async with asyncio.TaskGroup() as tg:
             writers = [
@@ -288,10 +349,12 @@ class Pipeline:
                 for i in range(self.config.writers)
             ]
             sweeper = tg.create_task(self._sweep_loop(stop), name="liveness-sweep")
-            await self._consume(stop)
+            last = await self._consume(stop)
             sweeper.cancel()
             try:
                 async with asyncio.timeout(self.config.shutdown_grace_s):
+                    if last is not None:
+                        await self._queue.put(last)
                     for _ in writers:
                         await self._queue.put(None)
                     await asyncio.wait(writers)
@@ -314,7 +377,9 @@ class Pipeline:
                         self._guarded(self.rules.on_liveness, event, info)
                     )
 
-    async def _consume(self, stop: asyncio.Event) -> None:
+    async def _consume(self, stop: asyncio.Event) -> _Batch | None:
+        """Fill batches until `stop`; returns the batch still open (or one that found no room
+        in the write queue before `stop`), for `run` to flush within the grace time."""
         cfg = self.config
         batch = _Batch()
         while not stop.is_set():
@@ -326,7 +391,7 @@ class Pipeline:
             if self._sweep_conditions:
                 if batch.empty:
                     batch.opened = time.monotonic()
-                batch.conditions.extend(self._sweep_conditions)
+                batch.add_conditions(self._sweep_conditions, None)
                 self._sweep_conditions = []
             if self._liveness_lines:
                 if batch.empty:
@@ -346,12 +411,28 @@ class Pipeline:
                 or batch.urgent
                 or time.monotonic() >= batch.opened + cfg.linger_s
             ):
-                await self._queue.put(batch)
+                if not await self._put_unless_stopped(batch, stop):
+                    return batch
                 batch = _Batch()
             elif not messages:
                 await asyncio.sleep(0)  # let writers run when the source returns at once
-        if not batch.empty:
-            await self._queue.put(batch)
+        return None if batch.empty else batch
+
+    async def _put_unless_stopped(self, batch: _Batch, stop: asyncio.Event) -> bool:
+        """Queue `batch`, waiting for room while the writers are busy (back-pressure: no more
+        is read from the broker meanwhile); False if `stop` came first."""
+        if not self._queue.full():
+            self._queue.put_nowait(batch)
+            return True
+        put = asyncio.ensure_future(self._queue.put(batch))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((put, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not put.done():
+                put.cancel()
+        return put.done() and not put.cancelled()
 
     async def _write_loop(self) -> None:
         while (batch := await self._queue.get()) is not None:
@@ -365,7 +446,7 @@ class Pipeline:
             for rp, group in batch.by_rp.items()
         ]
         if batch.conditions and self.alert_sink is not None:
-            steps.append(self._accept_alerts(batch.conditions))
+            steps.append(self._accept_alerts(batch))
         await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
@@ -373,20 +454,44 @@ class Pipeline:
         self.metrics.acked += len(batch.messages)
         self.metrics.batches += 1
 
-    async def _accept_alerts(self, conditions: list[Condition]) -> None:
+    async def _accept_alerts(self, batch: _Batch) -> None:
         """Alerts are accepted (persisted) before the readings behind them are acked: a
-        crash between the two redelivers the readings, never loses the alert."""
+        crash between the two redelivers the readings, never loses the alert.
+
+        Only the alert store being down is retried. A condition it refuses (a record it will
+        not take) is counted and its message dead-lettered with the reason — its reading is
+        stored all the same — and the rest of the batch goes on (ARCHITECTURE: retryable or
+        not, decided at each hand-off)."""
         assert self.alert_sink is not None
         delay = 0.5
         while True:
             try:
-                await self.alert_sink(conditions)
-                self.metrics.conditions += len(conditions)
-                return
-            except Exception as exc:  # the registry database is busy or down: keep unacked
-                log.error("alert engine failed, retrying in %.1f s: %s", delay, exc)
+                refused = await self.alert_sink(batch.conditions)
+                break
+            except StorageError as exc:
+                if not exc.retryable:
+                    refused = self._refuse_all(batch.conditions, type(exc).__name__)
+                    break
+                log.error("alert store unavailable, retrying in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.retry_max_s)
+            except Exception as exc:  # a bug in the sink: the same as a refusal, never a jam
+                log.error("alert sink failed: %s", type(exc).__name__)
+                refused = self._refuse_all(batch.conditions, type(exc).__name__)
+                break
+        self.metrics.conditions += len(batch.conditions) - len(refused)
+        self.metrics.alerts_refused += len(refused)
+        dead_for: set[int] = set()
+        for refusal in refused:
+            msg = batch.condition_sources[refusal.index]
+            if msg is None or id(msg) in dead_for:  # one dead letter per message
+                continue
+            dead_for.add(id(msg))
+            self._dead_letter(msg, batch.dead, "alert_refused", refusal.reason)
+
+    @staticmethod
+    def _refuse_all(conditions: list[Condition], reason: str) -> list[Refusal]:
+        return [Refusal(i, reason) for i in range(len(conditions))]
 
     async def _store_dead_letters(self, dead: list[DeadLetter]) -> None:
         delay = 0.5
@@ -439,11 +544,8 @@ class Pipeline:
                 log.error("InfluxDB refused a gateway-made point: %s", exc)
                 return
             # InfluxDB's error text can quote the line, so it is not kept; the log has it.
-            reason, detail = "storage_rejected", "InfluxDB refused the point"
             log.debug("InfluxDB refused a point from %s: %s", redact_topic(msg.topic), exc)
-            self.metrics.rejected[reason] += 1
-            self._reject_log.warn(msg.topic, reason, detail)
-            dead.append(DeadLetter.of(msg.topic, msg.payload, reason, detail, msg.received_ns))
+            self._dead_letter(msg, dead, "storage_rejected", "InfluxDB refused the point")
             return
         mid = len(lines) // 2
         await self._write_with_retry(rp, lines[:mid], line_messages[:mid], dead)

@@ -24,6 +24,7 @@ from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
+from privacy.operators import IdentifierKind, pseudonymise
 from privacy.policy import Policy, load_policy
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,9 @@ async def run_gateway(
         influx.setup_schema = lambda: setup_schema(influx, policy, settings)
         if not await ensure_database(influx, policy, settings, stop):
             return metrics
-        deadletters = DeadLetterStore(settings.deadletter_path, settings.deadletter_max_rows)
+        deadletters = DeadLetterStore(
+            settings.deadletter_path, settings.deadletter_max_rows, keyring=keyring
+        )
         audit = AuditStore(settings.audit_path)
         registry = Registry.open(settings.registry_url, audit=audit)
         directory = DeviceSnapshot(registry.all_devices)
@@ -191,6 +194,9 @@ async def run_gateway(
                             mqtt_password=mqtt_password,
                             escalation_s=settings.escalation_check_s,
                             clock_ns=alert_clock_ns,
+                        ),
+                        household_ref=lambda h: pseudonymise(
+                            h, IdentifierKind.HOUSEHOLD_REF, keyring
                         ),
                     )
                     alerts.refresh_households(registry.all_devices())

@@ -32,6 +32,11 @@ _RAW_IDENTIFIER = re.compile(
 )
 
 
+class AuditRefused(ValueError):
+    """A record the chain will not take (not JSON, or a raw identifier in it). The message is
+    ours and names a position, never a value: it may be shown and dead-lettered as it is."""
+
+
 class AuditAction(StrEnum):
     REIDENT_REQUEST = "reident_request"
     REIDENT_APPROVE = "reident_approve"
@@ -43,6 +48,16 @@ class AuditAction(StrEnum):
     KEY_ROTATION = "key_rotation"
     ALERT_ACTION = "alert_action"
     PERSONAL_DATA_READ = "personal_data_read"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A record to be chained: what an audit store's `append_many` takes."""
+
+    actor: str
+    action: AuditAction
+    subject: str
+    details: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,7 +160,7 @@ def find_raw_identifier(value: Any) -> str | None:
 
 
 def check_details(details: Mapping[str, Any]) -> None:
-    """Raise ValueError unless `details` is JSON-safe and free of raw identifiers."""
+    """Raise AuditRefused unless `details` is JSON-safe and free of raw identifiers."""
 
     def json_safe(item: Any) -> bool:
         if item is None or isinstance(item, bool | int | str):
@@ -159,10 +174,19 @@ def check_details(details: Mapping[str, Any]) -> None:
         return False
 
     if not isinstance(details, Mapping) or not json_safe(details):
-        raise ValueError("audit details must be JSON: text keys; text, numbers, lists, mappings")
+        raise AuditRefused("audit details must be JSON: text keys; text, numbers, lists, mappings")
     where = find_raw_identifier(details)
     if where is not None:
-        raise ValueError(f"audit details hold what looks like an ID or phone number ({where})")
+        raise AuditRefused(f"audit details hold what looks like an ID or phone number ({where})")
+
+
+def check_entry(actor: str, subject: str, details: Mapping[str, Any]) -> None:
+    """Raise AuditRefused unless the chain would take this record: a caller that must not
+    fail half-way (several records for one transaction) checks them all before writing any."""
+    check_details(details)
+    for name, text in (("actor", actor), ("subject", subject)):
+        if not isinstance(text, str) or _RAW_IDENTIFIER.search(text):
+            raise AuditRefused(f"audit {name} must be an id or pseudonym, not a raw identifier")
 
 
 def chain_append(
@@ -176,10 +200,7 @@ def chain_append(
 ) -> AuditRecord:
     """The record that follows `prev` (None: the first record of a log)."""
     details = dict(details or {})
-    check_details(details)
-    for name, text in (("actor", actor), ("subject", subject)):
-        if not isinstance(text, str) or _RAW_IDENTIFIER.search(text):
-            raise ValueError(f"audit {name} must be an id or pseudonym, not a raw identifier")
+    check_entry(actor, subject, details)
     action = AuditAction(action)
     seq = 1 if prev is None else prev.seq + 1
     prev_hash = GENESIS_HASH if prev is None else prev.hash
@@ -265,12 +286,15 @@ __all__ = [
     "GENESIS_HASH",
     "Anchor",
     "AuditAction",
+    "AuditEntry",
     "AuditRecord",
+    "AuditRefused",
     "ChainVerifier",
     "VerifyResult",
     "canonical_json",
     "chain_append",
     "check_details",
+    "check_entry",
     "find_raw_identifier",
     "record_hash",
     "verify",

@@ -14,6 +14,7 @@ mobile number (11, or up to 13 with a country code or one stray digit).
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 
 from privacy.operators import PLATE_PROVINCES
@@ -33,8 +34,11 @@ _SEPARATORS = re.compile(r"[\s\-._+]")
 _ID_RUN = re.compile(r"\d{17}[\dXx]")
 _MOBILE_RUN = re.compile(r"(?:86|0086)?1[3-9]\d{9}")
 _MOBILE_IN_RUN = re.compile(r"1[3-9]\d{9}")
-_PLATE_IN = re.compile(rf"[{PLATE_PROVINCES}]\s*[A-HJ-NP-Za-hj-np-z]")
-MAX_LOOSE_PHONE_RUN = 14  # 0086 + 11 digits - 1, or 11 digits and a stray digit or three
+# A province character, a letter and five or six plate characters, separators allowed.
+_PLATE_IN = re.compile(
+    rf"[{PLATE_PROVINCES}][\s·・•.\-]*[A-HJ-NP-Za-hj-np-z](?:[\s·・•.\-]*[A-HJ-NP-Za-hj-np-z0-9]){{5,6}}"
+)
+MAX_LOOSE_PHONE_RUN = 14  # 11 digits and a stray digit or three (country code not counted)
 MAX_LOOSE_ID_RUN = 19  # 18 and a stray digit
 
 
@@ -48,20 +52,23 @@ def find_identifier(text: str, *, loose: bool = False) -> IdentifierShape | None
     A 12-digit DL/T 645 or 14-digit CJ/T 188 meter address is an id in strict mode even when
     its digits happen to contain a mobile-shaped run.
     """
-    if not text.isascii():
-        return IdentifierShape.PLATE if _PLATE_IN.search(text) else IdentifierShape.NAME
-    for match in _DIGIT_RUN.finditer(text):
+    ascii_text = text if text.isascii() else unicodedata.normalize("NFKC", text)
+    for match in _DIGIT_RUN.finditer(ascii_text):
         run = _SEPARATORS.sub("", match.group())
+        digits = run.rstrip("Xx")  # a mobile number followed by an x is still one
         if loose:
+            if match.group().startswith("+86") or run.startswith("0086"):
+                digits = digits[2:] if match.group().startswith("+86") else digits[4:]
             if len(run) <= MAX_LOOSE_ID_RUN and _ID_RUN.search(run):
                 return IdentifierShape.ID_NUMBER
-            digits = run.rstrip("Xx")
             if len(digits) <= MAX_LOOSE_PHONE_RUN and _MOBILE_IN_RUN.search(digits):
                 return IdentifierShape.PHONE
         elif _ID_RUN.fullmatch(run):
             return IdentifierShape.ID_NUMBER
-        elif _MOBILE_RUN.fullmatch(run):
+        elif _MOBILE_RUN.fullmatch(digits):
             return IdentifierShape.PHONE
+    if not text.isascii():
+        return IdentifierShape.PLATE if _PLATE_IN.search(text) else IdentifierShape.NAME
     return None
 
 

@@ -29,6 +29,7 @@ class IdentifierKind(StrEnum):
     CARD_NO = "card_no"
     PERSON_NAME = "person_name"
     RESIDENT_REF = "resident_ref"
+    HOUSEHOLD_REF = "household_ref"  # a registry household id, as an alert's subject
 
 
 # -- formats (DOMAIN.md "Personal data formats") -------------------------------------------
@@ -78,7 +79,11 @@ def normalise(value: str, kind: str) -> str:
         return _PLATE_SEPARATORS.sub("", text).upper()
     if kind == IdentifierKind.CARD_NO:
         return _WHITESPACE.sub("", text).upper()  # card UIDs are hex: case carries nothing
-    if kind in (IdentifierKind.PERSON_NAME, IdentifierKind.RESIDENT_REF):
+    if kind in (
+        IdentifierKind.PERSON_NAME,
+        IdentifierKind.RESIDENT_REF,
+        IdentifierKind.HOUSEHOLD_REF,
+    ):
         return text
     raise ValueError(f"unknown identifier kind {kind!r}")
 

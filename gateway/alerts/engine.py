@@ -44,10 +44,11 @@ from gateway.alerts.store import (
     AlertRow,
     AlertStore,
     AlertTx,
+    BatchAuditSink,
     is_open,
     to_alert,
 )
-from gateway.registry import AuditSink, Registry
+from gateway.registry import Registry
 from gateway.registry.records import ancestor_keys
 from gateway.registry.store import chunks
 
@@ -73,6 +74,7 @@ class AlertChange:
     event_seq: int  # the step's number (0 for a repeat, which records no step)
     previous_severity: Severity | None = None  # for upgrades
     dispatch: Dispatch | None = None  # what was sent for it, when the engine has a router
+    delivery_refused: str = ""  # why the outbox refused its notifications (a bug: report it)
 
     @property
     def notify(self) -> bool:
@@ -96,7 +98,7 @@ class AlertEngine:
     def __init__(
         self,
         registry: Registry,
-        audit: AuditSink,
+        audit: BatchAuditSink,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         policy: RoutingPolicy | None = None,
@@ -146,9 +148,15 @@ class AlertEngine:
                         )
             # Snapshots after everything: a member grouped later in the batch shows its incident.
             final = {c.alert.id: tx.session.get(AlertRow, c.alert.id) for c in changes}
+            refused = tx.delivery_refusals
             changes = [
                 AlertChange(
-                    c.kind, to_alert(row), c.event_seq, c.previous_severity, dispatches.get(i)
+                    c.kind,
+                    to_alert(row),
+                    c.event_seq,
+                    c.previous_severity,
+                    dispatches.get(i),
+                    refused.get(c.alert.id, "") if c.notify else "",
                 )
                 if (row := final[c.alert.id]) is not None
                 else c
@@ -458,6 +466,7 @@ def dispatch_step(
             at_ns=now,
             detail={"for_seq": event_seq, "reason": type(exc).__name__},
         )
+        tx.delivery_refusals[row.id] = type(exc).__name__
         return dispatch
     if row.state == AlertState.RAISED.value:
         row.state = AlertState.NOTIFIED.value

@@ -103,6 +103,15 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A condition the alert store would not take (not retryable: a refused audit record, a
+    value the store will not hold): its position in the hand-off and a reason safe to keep."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     id: int
     place: str

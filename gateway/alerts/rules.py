@@ -73,7 +73,8 @@ _METER_SILENT_NS = 2 * DAY_NS  # a meter silent this long loses its baselines
 _EPS = 1e-9
 
 HouseholdLookup: TypeAlias = Callable[[str], tuple[str, bool] | None]
-"""device id → (household id, elder living alone), or None if the device serves no household."""
+"""device id → (the household's subject reference — a pseudonym, never the registry id —, elder
+living alone), or None if the device serves no household."""
 
 
 # -- the file, as pydantic models ----------------------------------------------------------
@@ -704,7 +705,7 @@ class _TimeState:
 
 @dataclass(slots=True)
 class _ElderWater:
-    household: str
+    household: str  # the household's subject reference (a pseudonym)
     where: _Where
     first_ns: int
     latest_ns: int
@@ -876,8 +877,7 @@ class RuleEngine:
             if severity is None:
                 continue
             where = _cut(event.location, rule.level)
-            elder = device is not None and event.family is Family.ELDER
-            subject = device.household if elder and device is not None else ""
+            subject = self._household_ref(event.device_id) if event.family is Family.ELDER else ""
             proto = Condition(
                 rule.id, rule.condition_key, rule.condition_kind, severity, where.location,
                 where.level, event.at_ns, True, event.device_id, subject, None,
@@ -1132,6 +1132,13 @@ class RuleEngine:
 
     # -- water meters ------------------------------------------------------------------------
 
+    def _household_ref(self, device_id: str) -> str:
+        """The pseudonymous subject of the household a device serves ("" if none)."""
+        if self._households is None:
+            return ""
+        found = self._households(device_id)
+        return "" if found is None else found[0]
+
     def _water(self, reading: Reading, total: float) -> list[Condition]:
         out: list[Condition] = []
         device_id, t = reading.device_id, reading.time_ns
@@ -1185,7 +1192,7 @@ class RuleEngine:
             st.history.popleft()  # keep the newest entry at or before the window's start
         proto = Condition(
             rule.id, rule.condition_key, rule.condition_kind, rule.severity, st.where.location,
-            st.where.level, now, True, device_id, "", None,  # a household id is no pseudonym
+            st.where.level, now, True, device_id, st.household, None,
             {"window_h": rule.window_h, "min_use_m3": rule.min_use_m3}, rule.auto_clear,
         )  # fmt: skip
         if st.fired_m3 is not None:

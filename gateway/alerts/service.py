@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+from devices.errors import StorageError
 from devices.info import DeviceInfo
 from devices.reading import Reading
 from gateway.alerts.delivery import (
@@ -20,18 +24,21 @@ from gateway.alerts.delivery import (
     MqttPublisher,
     Outbox,
     OutboxItem,
+    PayloadRejected,
     WebhookSecrets,
     WebhookSender,
 )
 from gateway.alerts.engine import AlertChange, AlertEngine
 from gateway.alerts.escalation import Escalator
 from gateway.alerts.lifecycle import Lifecycle
-from gateway.alerts.model import Alert, Condition, PlaceLevel, place_at
+from gateway.alerts.model import Alert, Condition, PlaceLevel, Refusal, place_at
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
+from gateway.alerts.store import BatchAuditSink
+from gateway.audit_store import AuditLogError
 from gateway.liveness import LivenessEvent
 from gateway.registry import Registry
-from gateway.registry.store import AuditSink
+from privacy.audit import AuditRefused
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,48 @@ class AlertConfig:
 
 
 DELIVERY_FAILED = "delivery_failed"
+ALERT_REFUSED = "alert_refused"
+# The outside world being down: the registry database or the audit log cannot be reached,
+# is locked past its timeout, or its disk is full. Worth retrying; anything else is not.
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    sqlite3.OperationalError,
+    AuditLogError,
+    OSError,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the alert store failed because the outside world is down (try again later)
+    rather than because of what it was given (a refused record, a rule's bad value)."""
+    return isinstance(exc, _RETRYABLE) and not isinstance(exc, AuditRefused)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """A short reason safe to store and log: our own messages are kept (they name positions,
+    never values); a library's message may quote a value, so only its type is kept."""
+    if isinstance(exc, AuditRefused | PayloadRejected):
+        return str(exc)[:200]
+    return type(exc).__name__
+
+
+def alert_refused_condition(refused: Condition, now_ns: int) -> Condition:
+    """The alert that an alert could not be recorded: at the community, as severe as what was
+    refused, for the duty desk (an administrator looks at the dead letter). It names the kind
+    only: the refused condition's device and place may be what made it unrecordable."""
+    return Condition(
+        rule_id=ALERT_REFUSED,
+        key=ALERT_REFUSED,
+        kind=ALERT_REFUSED,
+        severity=refused.severity,
+        location=place_at(refused.location, PlaceLevel.COMMUNITY),
+        level=PlaceLevel.COMMUNITY,
+        at_ns=now_ns,
+        detail={"refused_kind": refused.kind},
+        auto_clear=False,
+    )
 
 
 def delivery_failed_condition(failed: Alert, channel: str, now_ns: int) -> Condition:
@@ -96,8 +145,17 @@ class TimedRules:
 
 
 class AlertService:
-    def __init__(self, registry: Registry, audit: AuditSink, config: AlertConfig) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        audit: BatchAuditSink,
+        config: AlertConfig,
+        *,
+        household_ref: Callable[[str], str],
+    ) -> None:
+        """`household_ref`: a household id's pseudonym (the alerts' subject reference)."""
         self.config = config
+        self._household_ref = household_ref
         self.registry = registry
         self._households: dict[str, tuple[str, bool]] = {}
         self.rules = TimedRules(
@@ -115,27 +173,110 @@ class AlertService:
         self.hub = Hub()
         self.audit = audit
         self.changes = 0
+        self.deliveries_refused = 0  # notifications the outbox would not take (bugs)
         self._worker: DeliveryWorker | None = None
 
     def refresh_households(self, devices: Sequence[DeviceInfo]) -> None:
-        """device → (household, elder living alone), for the solitary-elder water rule.
+        """device → (household subject reference, elder living alone), for the solitary-elder
+        water rule and elder devices' offline alerts. The subject is the household id's
+        pseudonym: a registry id is not one, and the outbox refuses a subject that is not.
         Queries the registry (run it in a thread); the new map is swapped in whole."""
         alone = {h.id: h.elder_alone for h in self.registry.households()}
-        self._households = {
-            d.device_id: (d.household, alone.get(d.household, False))
-            for d in devices
-            if d.household
-        }
+        refs: dict[str, str] = {}
+        households: dict[str, tuple[str, bool]] = {}
+        for d in devices:
+            if d.household:
+                ref = refs.get(d.household)
+                if ref is None:
+                    ref = refs[d.household] = self._household_ref(d.household)
+                households[d.device_id] = (ref, alone.get(d.household, False))
+        self._households = households
 
     def _household_of(self, device_id: str) -> tuple[str, bool] | None:
         return self._households.get(device_id)
 
-    async def accept(self, conditions: list[Condition]) -> None:
-        """The pipeline's alert sink: alerts and their notifications are committed together."""
-        changes: list[AlertChange] = await asyncio.to_thread(self.engine.handle, conditions)
+    async def accept(self, conditions: list[Condition]) -> list[Refusal]:
+        """The pipeline's alert sink: alerts and their notifications are committed together.
+
+        Returns the conditions that were refused (the rest are accepted): one that cannot be
+        recorded never holds the others hostage. Raises StorageError(retryable=True) when the
+        database or the audit log is down; then nothing of a refusal-free batch is lost, and
+        what was committed before the failure counts a repeat when it comes again.
+        """
+        try:
+            changes, refused = await asyncio.to_thread(self._handle_isolating, conditions, 0)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise StorageError(
+                    f"alert store unavailable: {type(exc).__name__}", retryable=True
+                ) from exc
+            raise
         self.changes += len(changes)
+        if refused:
+            changes += await asyncio.to_thread(self._report_refused, conditions, refused)
+        for change in list(changes):
+            if change.delivery_refused and change.alert.kind != DELIVERY_FAILED:
+                changes += await self._delivery_refused(change)
         if self._worker is not None and any(c.notify for c in changes):
             self._worker.notify()
+        return refused
+
+    def _handle_isolating(
+        self, conditions: Sequence[Condition], offset: int
+    ) -> tuple[list[AlertChange], list[Refusal]]:
+        """All at once; if refused (not retryable), by halves down to the single conditions
+        that cannot be recorded — each of the others in a transaction that can commit."""
+        try:
+            return self.engine.handle(conditions), []
+        except Exception as exc:
+            if is_retryable(exc):
+                raise
+            if len(conditions) == 1:
+                return [], [Refusal(offset, refusal_reason(exc))]
+        mid = len(conditions) // 2
+        first, first_refused = self._handle_isolating(conditions[:mid], offset)
+        second, second_refused = self._handle_isolating(conditions[mid:], offset + mid)
+        return first + second, first_refused + second_refused
+
+    def _report_refused(
+        self, conditions: Sequence[Condition], refused: Sequence[Refusal]
+    ) -> list[AlertChange]:
+        """Each refusal is logged; the duty desk of each community gets one `alert_refused`
+        alert (one open per community). If even that is refused, it is only logged: no loop."""
+        worst: dict[str, Condition] = {}
+        for refusal in refused:
+            cond = conditions[refusal.index]
+            log.error("alert %s (%s) refused: %s", cond.kind, cond.rule_id, refusal.reason)
+            if cond.kind == ALERT_REFUSED:
+                continue
+            community = cond.location.community
+            if community not in worst or cond.severity < worst[community].severity:
+                worst[community] = cond
+        now = self.config.clock_ns()
+        changes: list[AlertChange] = []
+        for cond in worst.values():
+            try:
+                changes += self.engine.handle([alert_refused_condition(cond, now)])
+            except Exception as exc:
+                log.error("the alert_refused alert itself failed: %s", type(exc).__name__)
+        return changes
+
+    async def _delivery_refused(self, change: AlertChange) -> list[AlertChange]:
+        """The outbox refused an alert's notifications (a payload it takes for personal data):
+        a bug, so loud — counted, logged, and raised to the duty desk like a dead delivery."""
+        self.deliveries_refused += 1
+        log.error(
+            "alert %d (%s): the outbox refused its notifications (%s); telling the duty desk",
+            change.alert.id,
+            change.alert.kind,
+            change.delivery_refused,
+        )
+        cond = delivery_failed_condition(change.alert, "outbox", self.config.clock_ns())
+        try:
+            return await asyncio.to_thread(self.engine.handle, [cond])
+        except Exception as exc:
+            log.error("the delivery_failed alert itself failed: %s", type(exc).__name__)
+            return []
 
     async def _delivery_dead(self, item: OutboxItem) -> None:
         """Someone was not told: recorded on the alert, and raised as an alert of its own to
@@ -191,7 +332,7 @@ class AlertService:
     async def _tick(self) -> None:
         conditions = self.rules.tick()
         if conditions:
-            await self.accept(conditions)
+            await self.accept(conditions)  # refusals are logged and reported by accept
 
     async def _escalate(self) -> None:
         while True:

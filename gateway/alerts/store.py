@@ -20,10 +20,10 @@ numbers (`lifecycle`), and steps' details hold ids, codes and counts only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -45,7 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from devices.location import Location
 from gateway.alerts.model import OPEN_STATES, Alert, AlertState, PlaceLevel, Severity
 from gateway.registry import AuditSink, Registry
-from privacy.audit import AuditAction
+from privacy.audit import AuditAction, AuditEntry, AuditRecord, check_entry
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +249,13 @@ def is_open(row: AlertRow) -> bool:
 # -- transactions -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _PendingAudit:
-    actor: str
-    subject: str
-    details: dict[str, Any]
+class BatchAuditSink(AuditSink, Protocol):
+    """The audit log as alert transactions use it: all of a transaction's records at once."""
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]: ...
+
+
+ROLLED_BACK = "rolled_back"  # the step of a record saying earlier records' transaction failed
 
 
 class AlertTx:
@@ -261,7 +263,8 @@ class AlertTx:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._audits: list[_PendingAudit] = []
+        self._audits: list[AuditEntry] = []
+        self.delivery_refusals: dict[int, str] = {}  # alert id → why the outbox refused
 
     def find_open(self, place: str, key: str) -> AlertRow | None:
         return self.session.scalars(
@@ -293,13 +296,36 @@ class AlertTx:
 
         Returns the step's number, which notifications for it use in their idempotency key.
         """
-        row.event_seq = (row.event_seq or 0) + 1
-        row.updated_ns = at_ns
+        seq = (row.event_seq or 0) + 1
         info = dict(detail or {})
+        # The unit is the finest place named: a room is a household, not needed to audit.
+        place = "/".join(p for p in (row.community, row.grid, row.building, row.unit) if p)
+        entry = AuditEntry(
+            actor,
+            AuditAction.ALERT_ACTION,
+            subject_of(row.id),
+            {
+                "step": step,
+                "seq": seq,
+                "at_ns": at_ns,
+                "state": row.state,
+                "severity": Severity(row.severity).name,
+                "kind": row.kind,
+                "key": row.key,
+                "place": place,
+                "escalation_level": row.escalation_level,
+                **info,
+            },
+        )
+        # Refused now, before anything changes: the step fails, not the transaction's audit
+        # half-way through (AuditRefused is not retryable: the caller isolates the condition).
+        check_entry(entry.actor, entry.subject, entry.details or {})
+        row.event_seq = seq
+        row.updated_ns = at_ns
         self.session.add(
             AlertEventRow(
                 alert_id=row.id,
-                seq=row.event_seq,
+                seq=seq,
                 at_ns=at_ns,
                 actor=actor,
                 step=step,
@@ -309,39 +335,20 @@ class AlertTx:
                 detail=info,
             )
         )
-        # The unit is the finest place named: a room is a household, not needed to audit.
-        self._audits.append(
-            _PendingAudit(
-                actor,
-                subject_of(row.id),
-                {
-                    "step": step,
-                    "seq": row.event_seq,
-                    "at_ns": at_ns,
-                    "state": row.state,
-                    "severity": Severity(row.severity).name,
-                    "kind": row.kind,
-                    "key": row.key,
-                    "place": "/".join(
-                        p for p in (row.community, row.grid, row.building, row.unit) if p
-                    ),
-                    "escalation_level": row.escalation_level,
-                    **info,
-                },
-            )
-        )
+        self._audits.append(entry)
         return row.event_seq
 
-    def flush_audit(self, audit: AuditSink) -> None:
-        for rec in self._audits:
-            audit.append(rec.actor, AuditAction.ALERT_ACTION, rec.subject, rec.details)
+    def flush_audit(self, audit: BatchAuditSink) -> list[AuditRecord]:
+        """Chain every step's record in one audit transaction (all or none)."""
+        written = audit.append_many(self._audits)
         self._audits.clear()
+        return written
 
 
 class AlertStore:
     """Alerts and their steps in the registry's database; returns frozen values only."""
 
-    def __init__(self, registry: Registry, audit: AuditSink) -> None:
+    def __init__(self, registry: Registry, audit: BatchAuditSink) -> None:
         self.registry = registry
         self.audit = audit
         self.create_tables()
@@ -357,12 +364,36 @@ class AlertStore:
 
     @contextmanager
     def transaction(self) -> Iterator[AlertTx]:
-        """A write transaction; its steps are audited, then it commits (or neither)."""
-        with self.registry.writing() as session:
-            tx = AlertTx(session)
-            yield tx
-            session.flush()
-            tx.flush_audit(self.audit)
+        """A write transaction; its steps are audited, then it commits (or neither).
+
+        The audit log is another file, so the two cannot commit as one: the records go first
+        (all or none), then the database commits. Should that commit fail, a `rolled_back`
+        record names the records that describe nothing, and `gridgate audit verify` checks
+        every other alert record against the alert it names.
+        """
+        written: list[AuditRecord] = []
+        try:
+            with self.registry.writing() as session:
+                tx = AlertTx(session)
+                yield tx
+                session.flush()
+                written = tx.flush_audit(self.audit)
+        except BaseException:
+            if written:
+                self._record_rollback(written)
+            raise
+
+    def _record_rollback(self, written: Sequence[AuditRecord]) -> None:
+        try:
+            self.audit.append(
+                "alert-store",
+                AuditAction.ALERT_ACTION,
+                "alerts",
+                {"step": ROLLED_BACK, "audit_seqs": [r.seq for r in written]},
+            )
+        except Exception as exc:  # the audit log itself failing: verify will name them
+            log.error("could not record the rollback of audit records %s: %s",
+                      [r.seq for r in written], exc)  # fmt: skip
 
     # -- reading ------------------------------------------------------------------------
 
@@ -427,10 +458,53 @@ class AlertStore:
             return [_to_event(r) for r in rows]
 
 
+def unbacked_alert_records(registry: Registry, records: Iterable[AuditRecord]) -> list[int]:
+    """Audit seqs of alert records that describe nothing in the database: a step (alert id,
+    step number, step name) with no `alert_events` row, or an alert that does not exist —
+    unless a later `rolled_back` record owns up to them. What `audit verify` reports."""
+    rolled_back: set[int] = set()
+    claims: list[tuple[int, int, int | None, str]] = []  # audit seq, alert id, step seq, step
+    for rec in records:
+        if rec.action is not AuditAction.ALERT_ACTION:
+            continue
+        details = rec.details
+        if details.get("step") == ROLLED_BACK:
+            rolled_back.update(int(n) for n in details.get("audit_seqs", ()))
+            continue
+        if not rec.subject.startswith(SUBJECT_PREFIX):
+            continue
+        try:
+            alert_id = int(rec.subject.removeprefix(SUBJECT_PREFIX))
+        except ValueError:
+            claims.append((rec.seq, -1, None, ""))
+            continue
+        seq = details.get("seq")
+        step = details.get("step")
+        if isinstance(seq, int) and isinstance(step, str):
+            claims.append((rec.seq, alert_id, seq, step))
+        else:  # delivery reports and other records about an alert, not a step of it
+            claims.append((rec.seq, alert_id, None, ""))
+    if not claims:
+        return []
+    with registry.reading() as s:
+        alerts = set(s.scalars(select(AlertRow.id)))
+        rows = s.execute(select(AlertEventRow.alert_id, AlertEventRow.seq, AlertEventRow.step))
+        steps = {(int(a), int(n), str(step)) for a, n, step in rows}
+    bad: list[int] = []
+    for audit_seq, alert_id, seq, step in claims:
+        if audit_seq in rolled_back:
+            continue
+        found = alert_id in alerts if seq is None else (alert_id, seq, step) in steps
+        if not found:
+            bad.append(audit_seq)
+    return bad
+
+
 __all__ = [
     "ALL_STATE_VALUES",
     "FEEDBACK_LEN",
     "OPEN_STATE_VALUES",
+    "ROLLED_BACK",
     "AlertBase",
     "AlertDetail",
     "AlertEvent",
@@ -438,8 +512,10 @@ __all__ = [
     "AlertRow",
     "AlertStore",
     "AlertTx",
+    "BatchAuditSink",
     "is_open",
     "subject_of",
     "to_alert",
     "to_detail",
+    "unbacked_alert_records",
 ]

@@ -618,10 +618,11 @@ def water(
     )
 
 
+ELDER_REF = "k1:" + "a" * 26  # the household's pseudonym (AlertService makes real ones)
+
+
 def households(device_id: str) -> tuple[str, bool] | None:
-    return {"wm-elder": ("h-xf-b03-u2-1201", True), "wm-family": ("h-xf-b03-u2-0502", False)}.get(
-        device_id
-    )
+    return {"wm-elder": (ELDER_REF, True), "wm-family": ("k1:" + "b" * 26, False)}.get(device_id)
 
 
 def test_elder_alone_without_water_for_twelve_hours_is_orange() -> None:
@@ -637,7 +638,7 @@ def test_elder_alone_without_water_for_twelve_hours_is_orange() -> None:
         Severity.II,
         "elder_inactive",
         UNIT,
-        "",  # household ids are not pseudonyms: the device id leads to the flat
+        ELDER_REF,  # the household's pseudonym, never its registry id
         "wm-elder",
     )
     assert c.value is not None and c.value < 0.01
