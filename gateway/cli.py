@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.registry import ADAPTERS
 from devices.errors import ConfigError, RejectedInput
@@ -162,6 +162,58 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
 # -- decode -------------------------------------------------------------------------------
 
 
+if TYPE_CHECKING:
+    from devices.reading import Reading
+    from privacy.policy import Policy
+
+
+def _decoded(reading: Reading, kept: Reading, policy: Policy) -> dict[str, Any]:
+    """What `decode` prints for one reading: positions, counts and canonical names, never text
+    the device chose. Its id and place codes are printed only when they are ids the registry
+    would take (`gateway.registry.identifiers.shown_id`: topic-safe, no phone or ID number),
+    else ``<redacted>``; dropped fields are named only when the privacy policy names them (the
+    rest, keys the payload made up, are counted)."""
+    from devices.families import Channel
+    from gateway.registry.identifiers import shown_id
+    from privacy.policy import STATUS
+
+    table = STATUS if reading.channel is Channel.STATUS else reading.family.value
+    canonical = policy.families[table].fields
+    dropped = set(reading.values) - set(kept.values)
+    named = sorted(k for k in dropped if isinstance(k, str) and k in canonical)
+    loc = kept.location
+    return {
+        "device_id": shown_id(kept.device_id),
+        "family": kept.family.value,
+        "channel": kept.channel.value,
+        "kind": kept.kind,
+        "time_ns": kept.time_ns,
+        "location": {
+            level: shown_id(code) if code else ""
+            for level, code in (
+                ("community", loc.community),
+                ("grid", loc.grid),
+                ("building", loc.building),
+                ("unit", loc.unit),
+                ("room", loc.room),
+            )
+        },
+        "values": dict(kept.values),
+        "dropped_fields": named,
+        "dropped_unknown_fields": len(dropped) - len(named),
+    }
+
+
+def _rejection_text(reason: str, detail: str) -> str:
+    """``rejected: reason: detail``. The detail names fields, and a field may be a key the
+    payload made up (``loc.<name>``): a detail that may hold an identifier is withheld."""
+    from privacy.identifiers import looks_personal
+
+    if detail and (looks_personal(detail) or looks_personal(detail, loose=True)):
+        detail = "(detail withheld: it may quote the payload's own text)"
+    return f"rejected: {reason}: {detail}"
+
+
 def _decode(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -192,7 +244,7 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
             for r in adapter.decode(args.topic, payload)
         ]
     except RejectedInput as exc:
-        print(f"rejected: {exc.reason}: {exc.detail}", file=sys.stderr)
+        print(_rejection_text(exc.reason, exc.detail), file=sys.stderr)
         return 1
     try:
         keyring = load_keyring(settings)
@@ -200,28 +252,9 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
         keyring = KeyRing([("tmp", os.urandom(32))])
         print("decode: no pseudonymisation key configured; pseudonyms below use a throwaway key",
               file=sys.stderr)  # fmt: skip
-    privacy = Deidentifier(load_policy(settings.privacy_policy), keyring)
-    out: list[dict[str, Any]] = []
-    for reading in readings:
-        kept = privacy.apply(reading)
-        out.append(
-            {
-                "device_id": kept.device_id,
-                "family": kept.family.value,
-                "channel": kept.channel.value,
-                "kind": kept.kind,
-                "time_ns": kept.time_ns,
-                "location": {
-                    "community": kept.location.community,
-                    "grid": kept.location.grid,
-                    "building": kept.location.building,
-                    "unit": kept.location.unit,
-                    "room": kept.location.room,
-                },
-                "values": dict(kept.values),
-                "dropped_fields": sorted(set(reading.values) - set(kept.values)),
-            }
-        )
+    policy = load_policy(settings.privacy_policy)
+    privacy = Deidentifier(policy, keyring)
+    out = [_decoded(reading, privacy.apply(reading), policy) for reading in readings]
     print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
     return 0
 
@@ -298,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             from gateway import audit_cli
 
-            return audit_cli.run(args, settings.audit_path)
+            return audit_cli.run(args, settings.audit_path, settings.registry_url)
         _tune_gc()
         if args.command == "run":
             return asyncio.run(_run(settings, progress=not args.no_progress))

@@ -8,7 +8,9 @@ vault changes go to the audit log when `run` is given its path.
 Exit status: 0 done; 1 the file was refused (every problem is printed to stderr as
 ``FILE:LINE: reason``) or the device is unknown; 2 the file or the registry cannot be used.
 Output names members by id, role and name only: contact targets (phone numbers, webhook URLs
-that may carry secrets) are never printed.
+that may carry secrets) are never printed. Problems never echo a refused value. ``show`` prints
+``<redacted>`` for any id, code or name that holds a personal identifier (a registry written
+before the importer refused them may hold one; rules in `gateway.registry.identifiers`).
 
 Until `gateway/cli.py` wires it in, ``python -m gateway.registry.cli`` runs it standalone
 against ``GRIDGATE_REGISTRY_URL``, ``GRIDGATE_AUDIT_PATH`` and the key ring of
@@ -28,6 +30,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from devices.errors import ConfigError
 from gateway.audit_store import AuditLogError, AuditStore
+from gateway.registry.identifiers import (
+    shown_id,
+    shown_place_name,
+    shown_text,
+)
 from gateway.registry.importer import NEEDS_KEYRING, FleetFileError, import_file, rekey_file
 from gateway.registry.records import ROLE_LABELS, Role
 from gateway.registry.store import Registry
@@ -154,13 +161,13 @@ def _show(registry: Registry, device_id: str | None) -> int:
         return 0
     detail = registry.device_detail(device_id)
     if detail is None:
-        print(f"gridgate registry: no device {device_id}", file=sys.stderr)
+        print(f"gridgate registry: no device {shown_id(device_id)}", file=sys.stderr)
         return 1
     info, live = detail.info, detail.liveness
     loc = info.location
     codes = [c for c in (loc.community, loc.grid, loc.building, loc.unit, loc.room) if c]
     place = " / ".join(
-        f"{code} {name}" if name and name != code else code
+        f"{shown_id(code)} {shown_place_name(name)}" if name and name != code else shown_id(code)
         for code, name in zip(codes, detail.place_names, strict=False)
     )
     if live.last_seen_ns is None:
@@ -168,10 +175,11 @@ def _show(registry: Registry, device_id: str | None) -> int:
     else:
         seen = datetime.fromtimestamp(live.last_seen_ns / 1e9, UTC).isoformat(timespec="seconds")
     state = {True: "online", False: "offline", None: "unknown"}[live.online]
-    print(f"device      {info.device_id}")
-    print(f"family      {info.family.value}   adapter {info.adapter}   vendor {info.vendor}")
+    print(f"device      {shown_id(info.device_id)}")
+    print(f"family      {info.family.value}   adapter {shown_id(info.adapter)}   "
+          f"vendor {shown_text(info.vendor)}")  # fmt: skip
     print(f"place       {place}")
-    print(f"household   {info.household or '-'}")
+    print(f"household   {shown_id(info.household) if info.household else '-'}")
     print(f"power       {info.power}   installed {info.installed or '-'}")
     print(f"liveness    {state}, last seen {seen}")
     if info.family.value == "access":
@@ -180,7 +188,8 @@ def _show(registry: Registry, device_id: str | None) -> int:
     print(f"members     {len(members)} responsible")
     for m in members:
         kinds = ", ".join(sorted({c.kind.value for c in m.channels})) or "no channel"
-        print(f"  {m.id:<16} {m.role.value:<14} {m.role.label:<6} {m.name}  [{kinds}]")
+        print(f"  {shown_id(m.id):<16} {m.role.value:<14} {m.role.label:<6} "
+              f"{shown_text(m.name)}  [{kinds}]")  # fmt: skip
     return 0
 
 

@@ -5,7 +5,10 @@ Parsing never stops at the first mistake: every row is checked and every problem
 its line number, so the firm can fix the whole file in one round. References between rows
 (place codes, households) are checked by `importer`, which also sees the registry's contents.
 
-Problems name ids and codes but never echo names, ID numbers, phone numbers or webhook URLs.
+Problems name the row (its line, and its id once the id itself is accepted) and the field, but
+never echo a refused value, names, ID numbers, phone numbers or webhook URLs. Ids, codes and
+names holding a personal identifier (a phone number as a device id, a room named after a
+person) are refused: the rules are in `gateway.registry.identifiers`.
 Residents' ID numbers live only in `ResidentEntry` (kept out of its repr): the importer turns
 them into pseudonyms and the raw number is never stored.
 """
@@ -25,7 +28,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from devices.families import Family
-from devices.topics import is_valid_id
+from gateway.registry.identifiers import (
+    id_problem,
+    place_name_problem,
+    shown_field_name,
+    text_problem,
+)
 from gateway.registry.records import (
     KEY_SEP,
     LEVELS,
@@ -230,7 +238,7 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Iterable[Line
             line = key_node.start_mark.line + 1
             if key_node.value in seen:
                 loader.problems.append(
-                    Problem(line, f"key {key_node.value!r} appears twice in one mapping")
+                    Problem(line, f"{_key_words(key_node.value)} appears twice in one mapping")
                 )
             seen[key_node.value] = line
     data.update(loader.construct_mapping(node, deep=True))  # type: ignore[arg-type]
@@ -249,6 +257,22 @@ _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 def _line(value: Any, default: int) -> int:
     return getattr(value, "line", default) or default
+
+
+def _key_words(key: object) -> str:
+    """``key 'colour'``, or ``key (not shown: not a plain field name)`` for a key that may be
+    data (a name or number put where a field name belongs)."""
+    shown = shown_field_name(key)
+    return f"key {shown}" if shown else "key (not shown: not a plain field name)"
+
+
+_YAML_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _yaml_problem(text: str) -> str:
+    """PyYAML's problem text without quoted input longer than four characters (a single
+    character such as ``'\\t'`` is kept: it says what is wrong and cannot identify anyone)."""
+    return _YAML_QUOTED.sub(lambda m: m.group() if len(m.group()) <= 6 else "'…'", text)
 
 
 # -- field checks shared by YAML and CSV rows ---------------------------------------------
@@ -270,11 +294,12 @@ class _Fields:
         self.what = what
         self.problems = problems
         self.ok = True
+        self.id_column = "id"  # a CSV's column for the key "id" (device_id …), named in problems
         if allowed:
             allowed_set = set(allowed)
             for key in data:
                 if key not in allowed_set:
-                    self.problem(f"unknown key {key!r}")
+                    self.problem(f"unknown {_key_words(key)}")
 
     def problem(self, message: str) -> None:
         self.problems.append(Problem(self.line, f"{self.what}: {message}"))
@@ -286,6 +311,7 @@ class _Fields:
 
     def text(self, key: str, *, required: bool = True, limit: int = NAME_MAX) -> str:
         value = self.raw(key)
+        key = self.id_column if key == "id" else key
         if value is None:
             if required:
                 self.problem(f"missing {key}")
@@ -305,12 +331,23 @@ class _Fields:
         return ""
 
     def ident(self, key: str, *, required: bool = True) -> str:
+        """An id or code: topic-safe and holding no personal identifier (never echoed)."""
         value = self.text(key, required=required)
-        if value and not is_valid_id(value):
-            self.problem(
-                f"bad {key} {value!r}: use 1-64 of A-Z a-z 0-9 _ . : - (starting with a letter"
-                " or digit)"
-            )
+        why = id_problem(value) if value else None
+        if why is not None:
+            self.problem(f"bad {self.id_column if key == 'id' else key}: {why}")
+            return ""
+        return value
+
+    def name(
+        self, key: str, *, required: bool = True, limit: int = NAME_MAX, place: bool = True
+    ) -> str:
+        """Display text: a place's name (`place`), else a member's name or a vendor; refused
+        (never echoed) when it holds a personal identifier, see `gateway.registry.identifiers`."""
+        value = self.text(key, required=required, limit=limit)
+        why = (place_name_problem if place else text_problem)(value) if value else None
+        if why is not None:
+            self.problem(f"{key} {why}")
             return ""
         return value
 
@@ -328,8 +365,8 @@ class _Fields:
         if not value:
             return None
         found = options.get(value.lower())
-        if found is None:
-            self.problem(f"unknown {what} {value!r} (expected one of {', '.join(options)})")
+        if found is None:  # the value is not echoed: a name or number may sit in any column
+            self.problem(f"unknown {what} (expected one of {', '.join(options)})")
         return found
 
     def day(self, key: str) -> date | None:
@@ -432,7 +469,7 @@ def parse_channel(kind_text: str, target: str) -> ContactChannel | str:
     kind = _KINDS.get(kind_text.strip().lower())
     target = target.strip()
     if kind is None:
-        return f"unknown channel kind {kind_text.strip()!r} (expected {', '.join(_KINDS)})"
+        return f"unknown channel kind (expected {', '.join(_KINDS)})"
     if not target:
         return f"{kind} channel without a target"
     if len(target) > TARGET_MAX or _CONTROL.search(target):
@@ -496,7 +533,7 @@ def _device(
     f.what = f"device {device_id}" if device_id else f.what
     family = f.choice("family", _FAMILIES, "family")
     adapter = f.ident("adapter")
-    vendor = f.text("vendor", limit=64)
+    vendor = f.name("vendor", limit=64, place=False)
     power = f.choice("power", _POWERS, "power")
     installed = f.day("installed")
     household = f.ident("household", required=False)
@@ -578,10 +615,10 @@ def parse_yaml(text: str) -> FleetFile:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        out.problems.append(Problem(line, f"not valid YAML: {exc.problem or exc}"))
+        out.problems.append(Problem(line, f"not valid YAML: {_yaml_problem(exc.problem or '')}"))
         return out
     except yaml.YAMLError as exc:
-        out.problems.append(Problem(1, f"not valid YAML: {exc}"))
+        out.problems.append(Problem(1, f"not valid YAML: {_yaml_problem(str(exc))}"))
         return out
     finally:
         loader.dispose()
@@ -624,9 +661,9 @@ def _yaml_places(data: Mapping[str, Any], out: FleetFile) -> str | None:
         out.problems.append(Problem(_line(raw, 1), "missing community: {code, name, street}"))
         return None
     f = _Fields(raw, _line(raw, 1), "community", out.problems, ("code", "name", "street"))
-    code, name, street = f.ident("code"), f.text("name"), f.text("street", required=False)
-    if not f.ok:
-        return None
+    code, name, street = f.ident("code"), f.name("name"), f.name("street", required=False)
+    if not code:
+        return None  # a refused name or street is reported, and the rest is still checked
     out.places.append(PlaceEntry(code, PlaceLevel.COMMUNITY, code, name, street, f.line))
     _yaml_children(raw_children=data.get("grids"), parent=code, depth=1, out=out, line=1)
     return code
@@ -657,7 +694,7 @@ def _yaml_children(raw_children: Any, parent: str, depth: int, out: FleetFile, l
         f = _Fields(item, item_line, f"{level.value} under {parent}", out.problems, allowed)
         code = f.ident("code")
         f.what = f"{level.value} {parent}{KEY_SEP}{code}" if code else f.what
-        name = f.text("name", required=level is not PlaceLevel.ROOM) or code
+        name = f.name("name", required=level is not PlaceLevel.ROOM) or code
         if not code or not seen.fresh(code, item_line):
             continue  # a place with a bad name is kept, so its rows are still checked
         key = f"{parent}{KEY_SEP}{code}"
@@ -704,7 +741,7 @@ def _yaml_member(
     f = _Fields(row, line, what, out.problems, _MEMBER_KEYS)
     mid = f.ident("id")
     f.what = f"member {mid}" if mid else what
-    name = f.text("name", limit=64)
+    name = f.name("name", limit=64, place=False)
     role = f.choice("role", _ROLES, "role")
     active = f.flag("active")
     scopes: list[PlaceRef] = []
@@ -832,7 +869,14 @@ def parse_csv(text: str) -> FleetFile:
     for what, cols in (("missing", missing), ("unknown", unknown), ("repeated", repeated)):
         if cols:
             word = "column" if len(cols) == 1 else "columns"
-            out.problems.append(Problem(header_line, f"{what} {word} {', '.join(cols)}"))
+            # Header cells are named only when they are plain field names: a file without
+            # its header row has data there.
+            shown = [c for c in cols if what == "missing" or shown_field_name(c) is not None]
+            names = ", ".join(shown)
+            if len(shown) < len(cols):
+                names += f"{', ' if shown else ''}{len(cols) - len(shown)} not shown (not plain"
+                names += " field names)"
+            out.problems.append(Problem(header_line, f"{what} {word} {names}"))
     if missing or unknown or repeated:
         return out
     records: list[tuple[int, dict[str, str]]] = []
@@ -857,6 +901,7 @@ def _csv_devices(records: list[tuple[int, dict[str, str]]], out: FleetFile, has_
     for line, record in records:
         record["id"] = record.pop("device_id")
         f = _Fields(record, line, f"row {line}", out.problems)
+        f.id_column = "device_id"
         entry = _device(f, out, "", False, gate_default=False if has_gate else None)
         if entry is not None and ids.fresh(entry.id, line):
             out.devices.append(entry)
@@ -869,9 +914,10 @@ def _csv_members(records: list[tuple[int, dict[str, str]]], out: FleetFile) -> N
     for line, record in records:
         record["id"] = record.pop("member_id")
         f = _Fields(record, line, f"row {line}", out.problems)
+        f.id_column = "member_id"
         mid = f.ident("id")
         f.what = f"member {mid}" if mid else f.what
-        name = f.text("name", limit=64)
+        name = f.name("name", limit=64, place=False)
         role = f.choice("role", _ROLES, "role")
         active = f.flag("active")
         scope = f.place("", fixed_community=False)
@@ -914,7 +960,9 @@ def _csv_residents(records: list[tuple[int, dict[str, str]]], out: FleetFile) ->
     ids = _ResidentIds("resident id", out.problems)
     for line, record in records:
         record["id"] = record.pop("resident_id")
-        _resident(_Fields(record, line, f"row {line}", out.problems), out, ids)
+        f = _Fields(record, line, f"row {line}", out.problems)
+        f.id_column = "resident_id"
+        _resident(f, out, ids)
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from gateway.registry.fleet_file import (
     ResidentEntry,
     parse_file,
 )
+from gateway.registry.identifiers import shown_id, shown_key
 from gateway.registry.models import (
     Base,
     ConsentSource,
@@ -291,8 +292,8 @@ class _PlaceIndex:
                 found = sorted(self.buildings.get((ref.community, ref.building), ()))
                 if not found:
                     raise _Unresolved(f"unknown building {ref.building}")
-                if len(found) > 1:
-                    grids = ", ".join(k.split(KEY_SEP)[1] for k in found)
+                if len(found) > 1:  # registered keys: a registry from before the checks
+                    grids = ", ".join(shown_id(k.split(KEY_SEP)[1]) for k in found)
                     raise _Unresolved(f"building {ref.building} is in grids {grids}: give grid")
                 key = found[0]
         for level, code in ((PlaceLevel.UNIT, ref.unit), (PlaceLevel.ROOM, ref.room)):
@@ -346,7 +347,8 @@ def _resolve(s: Session, fleet: FleetFile) -> _Resolved:
                 problems.append(
                     Problem(
                         d.line,
-                        f"device {d.id}: placed at {key} but household {d.household} is in {room}",
+                        f"device {d.id}: placed at {shown_key(key)} but household {d.household}"
+                        f" is in {shown_key(room)}",
                     )
                 )
                 continue
@@ -361,7 +363,7 @@ def _resolve(s: Session, fleet: FleetFile) -> _Resolved:
             Problem(
                 line,
                 f"{what}: a {role.value} is responsible for a {levels}, "
-                f"not a {level_of(key).value} ({key})",
+                f"not a {level_of(key).value} ({shown_key(key)})",
             )
         )
         return False
@@ -634,7 +636,7 @@ def _vault_wanted(s: Session, fleet: FleetFile, keyring: KeyRing) -> dict[str, d
         if others:
             fleet.problems.append(
                 Problem(r.line, f"resident {r.id}: the same person (ID number) is registered as"
-                        f" resident {others[0]}; one person, one resident")
+                        f" resident {shown_id(others[0])}; one person, one resident")
             )  # fmt: skip
     return wanted
 

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from devices.errors import ConfigError
 from devices.info import DeviceInfo
 from devices.location import Location
+from gateway.registry.identifiers import identifier_in_text
 from gateway.registry.models import (
     Base,
     ConsentSource,
@@ -70,6 +71,7 @@ from gateway.registry.records import (
     place_key,
 )
 from privacy.audit import AuditAction, AuditRecord
+from privacy.identifiers import find_identifier
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
@@ -141,7 +143,9 @@ class Registry:
         on_disk = parsed.database not in (None, "", ":memory:")
         if is_sqlite and on_disk and not str(parsed.database).startswith("file:"):
             Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
+        # Errors name the statement but not its parameters: those are names, ids and contact
+        # targets, and an error message ends up on a terminal or in a log (R3.2).
+        engine = create_engine(parsed, hide_parameters=True)
         if is_sqlite:
             _sqlite_tuning(engine)
         Base.metadata.create_all(engine)
@@ -565,7 +569,13 @@ class Registry:
             )
 
     def grant_role(self, user_id: str, role: AccessRole, *, actor: str, at_ns: int) -> bool:
-        """Give `user_id` a privacy role (audited as a policy change); False if it had it."""
+        """Give `user_id` a privacy role (audited as a policy change); False if it had it.
+
+        Raises ValueError for a user id holding a personal identifier (a phone number, an ID
+        number, a name in Chinese): it would be stored and named in every audit record.
+        """
+        if find_identifier(user_id) is not None or identifier_in_text(user_id) is not None:
+            raise ValueError("a user id must not hold personal data (phone, ID number, name)")
         audit = self.require_audit()
         with self.writing() as s:
             if s.get(UserRoleRow, (user_id, role)) is not None:

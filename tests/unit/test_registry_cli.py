@@ -46,7 +46,9 @@ def test_bad_file_prints_every_problem_and_imports_nothing(
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()
-    assert f"{path}:30: device d-1: unknown family 'metre'" in captured.err
+    assert f"{path}:30: device d-1: unknown family (expected one of" in captured.err
+    assert f"{path}:28: household #3: bad id: use 1-64" in captured.err
+    assert "metre" not in captured.err and "h bad" not in captured.err
     assert lines[-1].endswith("problem(s); nothing imported")
     assert main(["registry", "show"]) == 0
     assert "devices           0" in capsys.readouterr().out

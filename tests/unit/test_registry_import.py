@@ -277,9 +277,9 @@ members:
 # (line, a fragment of the reason) for every problem in BAD_YAML.
 BAD_YAML_PROBLEMS = [
     (27, "unknown unit u9"),
-    (28, "bad id 'h bad'"),
-    (30, "unknown family 'metre'"),
-    (31, "bad id 'd/2'"),
+    (28, "household #3: bad id: use 1-64 of A-Z"),  # the refused value is never echoed
+    (30, "device d-1: unknown family (expected one of"),
+    (31, "device #2: bad id: use 1-64 of A-Z"),
     (32, "unknown building b09"),
     (33, "duplicate device id d-3 (first at line 32)"),
     (34, "household h-nowhere not found"),
@@ -288,11 +288,11 @@ BAD_YAML_PROBLEMS = [
     (36, "an elder device needs the household it serves"),
     (37, "placed at xf/g01/b01/u1/0102 but household h-ok is in xf/g01/b03/u1/0101"),
     (38, "unknown key 'colour'"),
-    (38, "unknown power 'solar'"),
-    (40, "unknown role 'janitor'"),
+    (38, "unknown power (expected one of mains, battery)"),
+    (40, "unknown role (expected one of"),
     (40, "channel 1: mqtt target must be a topic to publish to"),
     (41, "a unit_head is responsible for a unit, not a building"),
-    (42, "channel 1: unknown channel kind 'fax'"),
+    (42, "channel 1: unknown channel kind (expected"),
     (42, "channel 2: webhook target is not an http(s) URL"),
     (45, "key 'name' appears twice"),
     (43, "channel 1: sms target is not a phone number"),
@@ -315,8 +315,9 @@ def test_bad_yaml_changes_nothing_and_lists_every_bad_row_with_its_line(
     assert len(problems) == len(BAD_YAML_PROBLEMS), problems
     assert totals(registry.counts()) == before
     assert registry.household("h-ok") is None and registry.member("m-3") is None
-    # Problems never echo contact targets.
-    assert not any("13912345678" in p.message or "s3cret" in p.message for p in problems)
+    # Problems never echo contact targets, nor refused values.
+    for value in ("13912345678", "s3cret", "h bad", "d/2", "metre", "solar", "janitor", "fax"):
+        assert not any(value in p.message for p in problems), value
 
 
 BAD_DEVICES_CSV = (
@@ -357,7 +358,7 @@ def test_bad_csv_lists_every_bad_row_by_physical_line(registry: Registry, tmp_pa
     }
     messages = "\n".join(str(p) for p in caught.value.problems)
     for fragment in (
-        "unknown family 'smoke'",
+        "unknown family (expected one of",
         "vendor contains control characters",
         "unknown grid g03",
         "household h-none not found",
