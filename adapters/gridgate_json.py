@@ -100,7 +100,7 @@ def decode(topic: str, payload: bytes) -> list[Reading]:
     try:
         env = model.model_validate_json(payload)
     except ValidationError as exc:
-        raise rejection_from(exc) from None
+        raise rejection_from(exc, model) from None
     if env.device_id != parts.device_id:
         raise RejectedInput("device_id_mismatch", "payload device_id differs from the topic's")
     _check_kind(parts.family, parts.channel, env.kind)

@@ -68,7 +68,7 @@ def parse_payload(model: type[M], payload: bytes) -> M:
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        raise rejection_from(exc) from None
+        raise rejection_from(exc, model) from None
 
 
 _CACHE_LIMIT = 100_000  # topics and places repeat per device: parse each once
@@ -174,10 +174,11 @@ def _check_epoch_s(seconds: int, field: str) -> None:
 
 def canonical(family: Family, values: Mapping[str, Any]) -> dict[str, Any]:
     """Validate converted values against the family model: units make absurd values too."""
+    model = FAMILY_DATA[family]
     try:
-        data = FAMILY_DATA[family].model_validate(values)
+        data = model.model_validate(values)
     except ValidationError as exc:
-        rejected = rejection_from(exc)
+        rejected = rejection_from(exc, model)
         raise RejectedInput(rejected.reason, f"after conversion: {rejected.detail}") from None
     return data.model_dump(exclude_none=True)
 

@@ -153,7 +153,7 @@ def _parse(payload: bytes) -> BandUpload:
         first = exc.errors(include_input=False, include_url=False, include_context=False)[0]
         if first["type"] == "too_long" and tuple(first["loc"]) == ("samples",):
             raise RejectedInput("too_many", f"more than {MAX_SAMPLES} samples") from None
-        raise rejection_from(exc) from None
+        raise rejection_from(exc, BandUpload) from None
 
 
 def _sample_values(sample: Sample) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 copy out, before anything is stored, alerted on or logged.
 
 The policy is compiled once into a table per family (field → steps), so a reading costs a
-dict lookup per field; a reading made only of kept fields (meters, detectors) returns as is.
+dict lookup per field; a reading made only of kept fields (meters, detectors) returns as is,
+and so does one whose free text (door, fault, firmware) its text rules allow as it is.
 Nothing derived from a raw value is cached between calls: a cache of pseudonyms would be a
-lookup table of raw identifiers in memory.
+lookup table of raw identifiers in memory. The one memory kept is of free-text values a rule
+*allowed* (door names and firmware versions repeat on every message): those are stored
+verbatim anyway; a refused value is never remembered.
 """
 
 from __future__ import annotations
@@ -22,31 +25,72 @@ from devices.reading import Reading
 from privacy import operators as ops
 from privacy.keys import KeyRing
 from privacy.operators import IdentifierKind
-from privacy.policy import STATUS, FamilyPolicy, FieldPolicy, Policy
+from privacy.policy import STATUS, FamilyPolicy, FieldPolicy, Policy, TextRule
 
 log = logging.getLogger(__name__)
 
 # A step turns a field's value into one output value, or None when it cannot (an age band
-# from an invalid ID number).
+# from an invalid ID number) or must not (free text its rule refuses).
 Step = Callable[[Any, Reading], Any]
+# (output field, reason counted when made, step, reason counted when the step gives None)
+Plan = tuple[tuple[str, str | None, Step, str], ...]
 FaceConsent = Callable[[str], bool]
 
 _FACE = "face"
 _ID_NUMBER = IdentifierKind.ID_NUMBER.value
 _REASONS = {"pseudonymise": "pseudonymised", "mask": "masked", "generalise": "generalised"}
+NOT_DERIVABLE = "not_derivable"
+TEXT_DROPPED = "text_dropped"  # free text its rule refused, dropped
+TEXT_SCRUBBED = "text_scrubbed"  # free text its rule refused, stored with parts redacted
+MAX_ALLOWED_TEXTS = 4096  # remembered allowed values per free-text field
 
 
 def _no_consent(pseudonym: str) -> bool:
     return False
 
 
+class _TextCheck:
+    """A free-text field's rule, with the values it has allowed remembered (they repeat)."""
+
+    __slots__ = ("allowed", "counts", "rule")
+
+    def __init__(self, rule: TextRule, counts: Counter[str]) -> None:
+        self.rule = rule
+        self.counts = counts
+        self.allowed: set[str] = set()
+
+    def allows(self, value: object) -> bool:
+        if type(value) is not str:  # a number or a list in a text field: not text, not kept
+            return False
+        if value in self.allowed:
+            return True
+        if not self.rule.allows(value):
+            return False
+        if len(self.allowed) >= MAX_ALLOWED_TEXTS:
+            self.allowed.clear()
+        self.allowed.add(value)
+        return True
+
+    def step(self, value: Any, reading: Reading) -> str | None:
+        if not isinstance(value, str):
+            return None
+        if self.allows(value):
+            return value
+        stored = self.rule.refused(value)
+        if stored is not None and stored != value:
+            self.counts[TEXT_SCRUBBED] += 1
+        return stored
+
+
 @dataclass(slots=True, frozen=True)
 class _Table:
     """One family's compiled policy."""
 
-    plans: Mapping[str, tuple[tuple[str, str | None, Step], ...]]  # field → (output, reason, fn)
-    anonymous: Mapping[str, tuple[tuple[str, str | None, Step], ...]]  # identity steps removed
-    kept: frozenset[str]  # fields whose only action is keep
+    plans: Mapping[str, Plan]  # field → steps
+    anonymous: Mapping[str, Plan]  # identity steps removed
+    kept: frozenset[str]  # fields whose only action is keep, unchecked
+    checked: frozenset[str]  # `kept` and the kept free-text fields
+    texts: tuple[tuple[str, _TextCheck], ...]  # the kept free-text fields and their rules
     identity: frozenset[str]  # fields with outputs derived from their value (not kept as is)
     coarse_location: bool
     coarse_time: bool
@@ -87,10 +131,18 @@ class Deidentifier:
         """The reading with only what the policy allows; the same object if that is all."""
         table = self._status if reading.channel is Channel.STATUS else self._tables[reading.family]
         values = reading.values
-        if table.kept.issuperset(values) and (
-            table.fast or not (table.coarse_time or reading.location.room)
-        ):
-            return reading
+        if table.fast or not (table.coarse_time or reading.location.room):
+            if table.kept.issuperset(values):
+                return reading
+            if table.checked.issuperset(values):  # and free text: allowed as it is?
+                for name, check in table.texts:
+                    value = values.get(name)
+                    if value is None or (type(value) is str and value in check.allowed):
+                        continue
+                    if not check.allows(value):
+                        break
+                else:
+                    return reading
         counts = self.counts
         plans = table.plans
         if (
@@ -112,10 +164,10 @@ class Deidentifier:
                 continue
             if value is None:
                 continue
-            for output, reason, step in steps:
+            for output, reason, step, missing in steps:
                 result = step(value, reading)
                 if result is None:
-                    counts["not_derivable"] += 1
+                    counts[missing] += 1
                     continue
                 out[output] = result
                 if reason is not None:
@@ -157,10 +209,13 @@ class Deidentifier:
     # -- compiling the policy ----------------------------------------------------------------
 
     def _compile(self, family: FamilyPolicy) -> _Table:
-        plans: dict[str, tuple[tuple[str, str | None, Step], ...]] = {}
-        anonymous: dict[str, tuple[tuple[str, str | None, Step], ...]] = {}
+        plans: dict[str, Plan] = {}
+        anonymous: dict[str, Plan] = {}
+        texts: dict[str, _TextCheck] = {}
         for name, spec in family.fields.items():
-            steps = tuple(self._step(spec, i) for i in range(len(spec.actions)))
+            if spec.text is not None:
+                texts[name] = _TextCheck(spec.text, self.counts)
+            steps = tuple(self._step(spec, i, texts.get(name)) for i in range(len(spec.actions)))
             plans[name] = tuple(s for s in steps if s is not None)
             anonymous[name] = tuple(s for s in plans[name] if s[1] is None)  # keep only
         kept = frozenset(name for name, spec in family.fields.items() if spec.kept_only)
@@ -169,38 +224,46 @@ class Deidentifier:
             plans=plans,
             anonymous=anonymous,
             kept=kept,
+            checked=kept | texts.keys(),
+            texts=tuple(texts.items()),
             identity=identity,
             coarse_location=family.location == "coarse",
             coarse_time=family.time == "coarse",
             consent=family.name == Family.ACCESS.value,
         )
 
-    def _step(self, spec: FieldPolicy, index: int) -> tuple[str, str | None, Step] | None:
+    def _step(
+        self, spec: FieldPolicy, index: int, text: _TextCheck | None
+    ) -> tuple[str, str | None, Step, str] | None:
         action = spec.actions[index]
         if action.op == "drop":
             return None
         output = action.output or spec.name
         if action.op == "keep":
-            return (output, None, _keep)
-        reason = _REASONS[action.op]
-        kind = spec.name
-        if action.op == "pseudonymise":
+            if text is not None:  # free text: kept only as its rule allows
+                return (output, None, text.step, TEXT_DROPPED)
+            return (output, None, _keep, NOT_DERIVABLE)
+        derive = self._derive(spec.name, action.op, action.to or "")
+        return (output, _REASONS[action.op], derive, NOT_DERIVABLE)
+
+    def _derive(self, kind: str, op: str, to: str) -> Step:
+        if op == "pseudonymise":
             keyring = self.keyring
 
             def pseudonymise(value: Any, reading: Reading) -> str | None:
                 text = _text(value)
                 return None if text is None else ops.pseudonymise(text, kind, keyring)
 
-            return (output, reason, pseudonymise)
-        if action.op == "mask":
+            return pseudonymise
+        if op == "mask":
             mask = ops.MASKS[IdentifierKind(kind)]
 
             def masked(value: Any, reading: Reading) -> str | None:
                 text = _text(value)
                 return None if text is None else mask(text)
 
-            return (output, reason, masked)
-        return (output, reason, self._generaliser(action.to or ""))
+            return masked
+        return self._generaliser(to)
 
     def _generaliser(self, to: str) -> Step:
         fixed_day: date | None = self.policy.age_on

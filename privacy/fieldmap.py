@@ -125,7 +125,9 @@ def _actions(spec: FieldPolicy | None) -> str:
         return "**drop** (not in the policy)"
     parts = []
     for action in spec.actions:
-        if action.op in ("keep", "drop"):
+        if action.op == "keep" and spec.text is not None:
+            parts.append(spec.text.describe())  # free text: "keep if it matches …, else drop"
+        elif action.op in ("keep", "drop"):
             parts.append(action.op)
         elif action.op == "generalise":
             parts.append(f"generalise {action.to} → `{action.output}`")

@@ -18,22 +18,43 @@ Shape (the shipped default is `privacy/policy.yaml`; docs/privacy.md explains ea
               - pseudonymise: {as: resident_ref}
               - generalise: {to: age_band, as: age_band}
           person_name: {class: direct_identifier, actions: [drop]}
+          door:
+            class: non_personal
+            actions: [keep]
+            text: {allow: pattern, pattern: "...", otherwise: drop}   # free text: see below
 
 It is an allow-list: a field the policy does not name is dropped. Everything is checked at
 load time — unknown keys, fields, classes and operators, an action a class may not have
 (``keep`` of an ID number, anything but ``drop`` of a face), clashing outputs — and every
 problem is reported with its path in one `ConfigError`: a privacy policy must not half-load.
+
+Free text. A string field whose model type is plain `str` (a door name, a fault text, a
+firmware version) is whatever the device wrote, and devices write names, phones, ID numbers
+and plates into such fields. A kept free-text field must therefore have a `text` rule::
+
+    text: {allow: pattern, pattern: REGEX, otherwise: drop|scrub}
+    text: {allow: enum, values: [a, b, ...], otherwise: drop|scrub}
+
+A value is kept as it is only if the whole value matches `pattern` (or is one of `values`)
+*and* holds nothing identifier-shaped (`holds_identifier`); any other value is dropped, or with
+``otherwise: scrub`` kept with every identifier-shaped part replaced by ``<redacted>``
+(`scrub_text`). `otherwise` defaults to drop. Non-ASCII text counts as personal (names,
+plates) except for the characters a pattern admits on purpose (a deployment's door-name
+vocabulary). Fields with a closed set of values in the model (Literal, enums) are validated
+by the model already and need no rule, though they may have one.
 """
 
 from __future__ import annotations
 
 import re
+import types
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -48,7 +69,9 @@ from pydantic import (
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from devices.families import Family
 from devices.models import FAMILY_DATA, DataClass, FamilyData, StatusData, field_classes
-from privacy.operators import MASKS, IdentifierKind
+from privacy.identifiers import IdentifierShape, find_identifier
+from privacy.operators import MASKS, PLATE_PROVINCES, IdentifierKind
+from privacy.redact import REDACTED
 
 STATUS = "status"  # the policy's name for the status channel, shared by every family
 FAMILY_KEYS: tuple[str, ...] = (*(f.value for f in Family), STATUS)
@@ -141,9 +164,41 @@ class ActionIn(_Model):
         return self
 
 
+MAX_PATTERN = 2000  # characters of a text rule's regular expression
+MAX_ENUM = 1000  # values of a text rule's enum
+
+
+class TextRuleIn(_Model):
+    """``{allow: pattern|enum, pattern: REGEX, values: [...], otherwise: drop|scrub}``."""
+
+    allow: Literal["pattern", "enum"]
+    pattern: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATTERN)] | None = None
+    values: Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_ENUM)] | None = None
+    otherwise: Literal["drop", "scrub"] = "drop"
+
+    @model_validator(mode="after")
+    def _options_fit_allow(self) -> TextRuleIn:
+        if self.allow == "pattern":
+            if self.pattern is None:
+                raise ValueError("allow: pattern needs 'pattern: <regular expression>'")
+            if self.values is not None:
+                raise ValueError("'values' is an option of allow: enum, not of allow: pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
+        else:
+            if self.values is None:
+                raise ValueError("allow: enum needs 'values: [...]'")
+            if self.pattern is not None:
+                raise ValueError("'pattern' is an option of allow: pattern, not of allow: enum")
+        return self
+
+
 class FieldPolicyIn(_Model):
     data_class: DataClass = Field(alias="class")
     actions: list[Annotated[ActionIn, BeforeValidator(_action_shape)]]
+    text: TextRuleIn | None = None
 
 
 class FamilyPolicyIn(_Model):
@@ -193,14 +248,52 @@ class Action:
 
 
 @dataclass(slots=True, frozen=True)
+class TextRule:
+    """A free-text field's rule, compiled: which values are kept as they are, and what
+    becomes of the others (``drop``: nothing; ``scrub``: `scrub_text`)."""
+
+    allow: str  # pattern | enum
+    otherwise: str  # drop | scrub
+    pattern: re.Pattern[str] | None = None
+    values: frozenset[str] = frozenset()
+
+    def allows(self, value: str) -> bool:
+        """Whether `value` is kept as it is. Enum values were checked when the policy loaded;
+        a pattern only says what a value looks like, so its matches are checked too."""
+        if self.pattern is None:
+            return value in self.values
+        return (
+            len(value) <= MAX_TEXT
+            and self.pattern.fullmatch(value) is not None
+            and not holds_identifier(value)
+        )
+
+    def refused(self, value: str) -> str | None:
+        """What is stored of a value `allows` refused: its scrubbed text, or None (dropped)."""
+        if self.otherwise == "scrub" and len(value) <= MAX_TEXT:
+            return scrub_text(value)
+        return None
+
+    def apply(self, value: str) -> str | None:
+        """The value as stored: itself, scrubbed, or None (dropped)."""
+        return value if self.allows(value) else self.refused(value)
+
+    def describe(self) -> str:
+        what = "matches its pattern" if self.pattern is not None else "is a listed value"
+        return f"keep if it {what}, else {self.otherwise}"
+
+
+@dataclass(slots=True, frozen=True)
 class FieldPolicy:
     name: str
     data_class: DataClass
     actions: tuple[Action, ...]
+    text: TextRule | None = None  # kept free text: what may be kept as it is
 
     @property
     def kept_only(self) -> bool:
-        return tuple(a.op for a in self.actions) == ("keep",)
+        """Kept as it is, unchecked: the only action is keep and there is no text rule."""
+        return self.text is None and tuple(a.op for a in self.actions) == ("keep",)
 
 
 @dataclass(slots=True, frozen=True)
@@ -300,6 +393,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def _check_family(key: str, family: FamilyPolicyIn, problems: list[str]) -> FamilyPolicy:
     classes = field_classes(MODELS[key])
+    free_text = free_text_fields(MODELS[key])
     fields: dict[str, FieldPolicy] = {}
     outputs: dict[str, str] = {}
     for name, spec in family.fields.items():
@@ -322,8 +416,72 @@ def _check_family(key: str, family: FamilyPolicyIn, problems: list[str]) -> Fami
                 continue
             _check_output(path, name, action, classes, outputs, problems)
             outputs.setdefault(action.output, name)
-        fields[name] = FieldPolicy(name, spec.data_class, actions)
+        kept = any(action.op == "keep" for action in actions)
+        text = _check_text(path, name, spec.text, kept, MODELS[key], problems)
+        if kept and text is None and name in free_text:
+            problems.append(
+                f"{path}: {name} is free text from the device; keeping it needs a text rule "
+                f"(text: {{allow: pattern|enum, pattern: ..., values: [...], "
+                f"otherwise: drop|scrub}})"
+            )
+        fields[name] = FieldPolicy(name, spec.data_class, actions, text)
     return FamilyPolicy(key, family.location, family.time, fields)
+
+
+def _check_text(
+    path: str,
+    name: str,
+    rule: TextRuleIn | None,
+    kept: bool,
+    model: type[FamilyData],
+    problems: list[str],
+) -> TextRule | None:
+    if rule is None:
+        return None
+    where = f"{path}.text"
+    if not kept:
+        problems.append(f"{where}: a text rule says which values are kept; {name} is not kept")
+        return None
+    if not _is_text(model.model_fields[name].annotation):
+        problems.append(f"{where}: {name} is not a text field")
+        return None
+    if rule.pattern is not None:
+        return TextRule(rule.allow, rule.otherwise, pattern=re.compile(rule.pattern))
+    values = rule.values or []
+    for i, value in enumerate(values):
+        if holds_identifier(value):  # the policy is no place for a resident's phone either
+            problems.append(f"{where}.values.{i}: looks like a personal identifier")
+    if len(set(values)) != len(values):
+        problems.append(f"{where}.values: a value is listed twice")
+    return TextRule(rule.allow, rule.otherwise, values=frozenset(values))
+
+
+def _annotation_members(annotation: Any) -> tuple[Any, ...]:
+    """The types of an annotation, Optional and unions unpacked."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(a for a in get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def free_text_fields(model: type[FamilyData]) -> frozenset[str]:
+    """The model's fields typed plain `str`: whatever the device wrote (door, fault, firmware,
+    and the identifier fields, which are never kept as they are)."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if str in _annotation_members(info.annotation)
+    )
+
+
+def _is_text(annotation: Any) -> bool:
+    """A field a text rule can apply to: a string, a string enum or a Literal of strings."""
+    for member in _annotation_members(annotation):
+        if isinstance(member, type) and issubclass(member, str):  # str, StrEnum
+            continue
+        if get_origin(member) is Literal and all(isinstance(a, str) for a in get_args(member)):
+            continue
+        return False
+    return True
 
 
 def _check_actions(
@@ -410,3 +568,74 @@ def _check_retention(retention: Mapping[str, Retention], problems: list[str]) ->
                 f"retention.{sensitive}: must be shorter than retention.meter "
                 f"({sensitive} data is more sensitive, R3.7)"
             )
+
+
+# -- free text -----------------------------------------------------------------------------
+
+# Free text needs no long numbers, so any number of this many digits or more — the length of
+# the shortest identifier, a mobile number — counts as an identifier, even one the shared
+# detector lets through in ids (a 15-digit IMEI, two numbers glued together).
+LONG_NUMBER = 11
+# Models bound free text to 64 characters; anything longer than this is dropped unchecked.
+MAX_TEXT = 1024
+SCRUBBED = REDACTED
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# A number as free text spells it: digits with up to three other characters between them
+# (``138 - 1234 - 5678``, ``110105 / 19491231 / 002X``), an ID number's X at the end.
+_NUMBER = re.compile(r"\+?\d(?:[^0-9A-Za-z]{0,3}\d)*(?:[^0-9A-Za-z]{0,3}[Xx])?")
+# A plate, separators and all (京 A·12345, 京A-D12345): province, letter, up to six more.
+_PLATE = re.compile(
+    rf"[{PLATE_PROVINCES}][\s\-·・.]{{0,2}}[A-Za-z][\s\-·・.]{{0,2}}"
+    r"(?:[0-9A-Za-z](?:[\-·・.]?[0-9A-Za-z]){0,5})?"
+)
+# A word: letters, digits and characters outside ASCII. One with any of the latter in it (a
+# name, an address) is replaced whole.
+_WORD = re.compile(r"[0-9A-Za-z\x80-\U0010ffff]+")
+_MARKS = re.compile(rf"{re.escape(SCRUBBED)}(?:\s*{re.escape(SCRUBBED)})+")
+# Chinese numerals spell digits too (一三八…): read them as digits before looking for numbers.
+_NUMERALS = str.maketrans(
+    {c: str(i % 10) for i, c in enumerate("〇一二三四五六七八九零壹贰叁肆伍陆柒捌玖")}
+)
+
+
+def _fold(text: str) -> str:
+    """NFKC (full-width digits and letters become ASCII) and Chinese numerals as digits."""
+    text = unicodedata.normalize("NFKC", text)
+    return text if text.isascii() else text.translate(_NUMERALS)
+
+
+def _long_number(run: str) -> bool:
+    # Every ID or mobile number has at least LONG_NUMBER digits: this includes the detector's
+    # loose shapes, and spellings it does not join (138 - 1234 - 5678, digits among CJK).
+    return sum(map(str.isdigit, run)) >= LONG_NUMBER
+
+
+def _loose(text: str) -> bool:
+    return find_identifier(text, loose=True) is not None
+
+
+def holds_identifier(text: str) -> bool:
+    """Whether free text holds an identifier-shaped part: an ID number or mobile number
+    anywhere in it (the shared loose detector, `privacy.identifiers`), a plate, or any number
+    of `LONG_NUMBER` digits or more. Characters outside ASCII are not counted against the text
+    here (the rule's pattern decides which may appear), but digits among them are."""
+    folded = _fold(text)
+    if folded.isascii():
+        if _loose(folded):
+            return True
+    else:
+        if find_identifier(folded) is IdentifierShape.PLATE:
+            return True
+        if _loose(_NON_ASCII.sub("/", folded)):
+            return True
+    return any(_long_number(m.group()) for m in _NUMBER.finditer(folded))
+
+
+def scrub_text(text: str) -> str:
+    """`text` with every identifier-shaped part replaced by ``<redacted>``: plates, numbers
+    that hold an identifier or have `LONG_NUMBER` digits, and every word with a character
+    outside ASCII in it (names, addresses: non-ASCII text counts as personal)."""
+    out = _PLATE.sub(SCRUBBED, _fold(text))
+    out = _NUMBER.sub(lambda m: SCRUBBED if _long_number(m.group()) else m.group(), out)
+    out = _WORD.sub(lambda m: m.group() if m.group().isascii() else SCRUBBED, out)
+    return _MARKS.sub(SCRUBBED, out)

@@ -40,6 +40,8 @@ REASONS = {
     "not_derivable",
     "anonymous_face",
     "consent_error",
+    "text_dropped",
+    "text_scrubbed",
 }
 
 
@@ -138,6 +140,51 @@ def test_status_channel_uses_the_status_table() -> None:
     assert d.counts == Counter(unknown=1)
     clean = r.with_values({"uptime_s": 5.0})
     assert d.apply(clean) is clean
+
+
+def test_free_text_allowed_as_is_keeps_the_fast_path() -> None:
+    d = Deidentifier(POLICY, RING)
+    status = Reading("g-1", Family.ACCESS, Channel.STATUS, "heartbeat", T, Location("c"),
+                     {"uptime_s": 5.0, "firmware": "v2.3.1-rc1"})  # fmt: skip
+    assert d.apply(status) is status
+    gate_event = access({"method": "card", "granted": True, "door": "3号楼1单元门"})
+    assert d.apply(gate_event) is gate_event
+    fault = Reading("m-1", Family.METER, Channel.EVENT, "fault", T, Location("c", room="302"),
+                    {"meter_type": "electricity", "fault_code": 2, "fault": "no_such_data"})  # fmt: skip
+    assert d.apply(fault) is fault
+    assert d.counts == Counter()
+
+
+def test_free_text_refused_by_its_rule_is_dropped_or_scrubbed_and_counted() -> None:
+    d = Deidentifier(POLICY, RING)
+    status = Reading("g-1", Family.ACCESS, Channel.STATUS, "heartbeat", T, Location("c"),
+                     {"uptime_s": 5.0, "firmware": "1.2-13812345678"})  # fmt: skip
+    assert d.apply(status).values == {"uptime_s": 5.0}
+    out = d.apply(access({"method": "card", "door": "张三家门"}))
+    assert out.values == {"method": "card"}
+    fault = Reading("m-1", Family.METER, Channel.EVENT, "fault", T, Location("c"),
+                    {"fault_code": 2, "fault": "E3 call 138-1234-5678"})  # fmt: skip
+    assert d.apply(fault).values == {"fault_code": 2, "fault": "E3 call <redacted>"}
+    assert d.counts == Counter(text_dropped=2, text_scrubbed=1)
+
+
+def test_free_text_that_is_not_a_string_is_dropped() -> None:
+    d = Deidentifier(POLICY, RING)
+    out = d.apply(access({"method": "card", "door": 13812345678}))
+    assert out.values == {"method": "card"}
+    fault = Reading("m-1", Family.METER, Channel.EVENT, "fault", T, Location("c"),
+                    {"fault_code": 2, "fault": ["13812345678"]})  # fmt: skip
+    assert d.apply(fault).values == {"fault_code": 2}  # not text: not even scrubbed
+    assert d.counts == Counter(text_dropped=2)
+
+
+def test_only_allowed_free_text_is_remembered() -> None:
+    d = Deidentifier(POLICY, RING)
+    d.apply(access({"door": "东门"}))
+    d.apply(access({"door": "张三家门"}))
+    d.apply(access({"door": "door 13812345678"}))
+    remembered = {v for table in d._tables.values() for _, c in table.texts for v in c.allowed}
+    assert remembered == {"东门"}
 
 
 def test_elder_coordinates_dropped_geofence_and_health_kept() -> None:

@@ -20,6 +20,7 @@ from privacy.policy import (
     MEASUREMENTS,
     MODELS,
     default_policy_text,
+    free_text_fields,
     load_policy,
     parse_policy,
 )
@@ -64,8 +65,22 @@ def test_shipped_policy_defaults() -> None:
     assert [a.op for a in elder["latitude"].actions] == ["drop"]
     assert [a.op for a in elder["inside_geofence"].actions] == ["keep"]
     assert all(elder[f].kept_only for f in ("heart_rate_bpm", "spo2_pct", "body_temp_c"))
-    for key in ("safety", "meter", "status"):
-        assert all(spec.kept_only for spec in policy.families[key].fields.values()), key
+    for key in ("safety", "meter", "status"):  # measurements kept; free text under a rule
+        for name, spec in policy.families[key].fields.items():
+            assert [a.op for a in spec.actions] == ["keep"], (key, name)
+            assert spec.kept_only == (name not in ("fault", "firmware")), (key, name)
+    texts = {
+        (key, name): spec.text
+        for key, family in policy.families.items()
+        for name, spec in family.fields.items()
+        if spec.text is not None
+    }
+    assert set(texts) == {("access", "door"), ("meter", "fault"), ("status", "firmware")}
+    assert {k: t.otherwise for k, t in texts.items()} == {
+        ("access", "door"): "drop",
+        ("meter", "fault"): "scrub",
+        ("status", "firmware"): "drop",
+    }
     assert {m: r.text for m, r in policy.retention.items()} == {
         "access": "30d",
         "elder": "90d",
@@ -280,6 +295,63 @@ BAD: dict[str, tuple[Edit, str]] = {
         _set(f"{F}.card_no.actions", [{"pseudonymise": {"as": 7}}]),
         f"{F}.card_no.actions.0.as",
     ),
+    # free text: a kept string field needs a rule, and the rule is checked like the rest
+    "free text kept without a rule": (_delete(f"{F}.door.text"), "door is free text"),
+    "status free text kept without a rule": (
+        _delete("families.status.fields.firmware.text"),
+        "firmware is free text",
+    ),
+    "text rule without allow": (_delete(f"{F}.door.text.allow"), f"{F}.door.text.allow"),
+    "unknown allow": (_set(f"{F}.door.text.allow", "regex"), f"{F}.door.text.allow"),
+    "unknown text key": (_set(f"{F}.door.text.flags", "i"), f"{F}.door.text.flags"),
+    "unknown otherwise": (_set(f"{F}.door.text.otherwise", "keep"), f"{F}.door.text.otherwise"),
+    "pattern rule without a pattern": (_delete(f"{F}.door.text.pattern"), "needs 'pattern"),
+    "pattern that does not compile": (
+        _set(f"{F}.door.text.pattern", "door(["),
+        "not a regular expression",
+    ),
+    "pattern not a string": (_set(f"{F}.door.text.pattern", 7), f"{F}.door.text.pattern"),
+    "empty pattern": (_set(f"{F}.door.text.pattern", ""), f"{F}.door.text.pattern"),
+    "pattern rule with values": (
+        _set(f"{F}.door.text.values", ["north_gate"]),
+        "'values' is an option of allow: enum",
+    ),
+    "enum rule without values": (
+        _set(f"{F}.door.text", {"allow": "enum", "otherwise": "drop"}),
+        "needs 'values",
+    ),
+    "enum rule with a pattern": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": ["a"], "pattern": "a"}),
+        "'pattern' is an option of allow: pattern",
+    ),
+    "empty enum": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": []}),
+        f"{F}.door.text.values",
+    ),
+    "enum value not a string": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": ["north_gate", 3]}),
+        f"{F}.door.text.values.1",
+    ),
+    "enum value that is a phone": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": ["north_gate", "tel:13812345678"]}),
+        f"{F}.door.text.values.1: looks like a personal identifier",
+    ),
+    "enum value that is a plate": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": ["京A12345"]}),
+        f"{F}.door.text.values.0: looks like a personal identifier",
+    ),
+    "enum value listed twice": (
+        _set(f"{F}.door.text", {"allow": "enum", "values": ["a", "a"]}),
+        "listed twice",
+    ),
+    "text rule on a dropped field": (
+        _set(f"{F}.door.actions", ["drop"]),
+        f"{F}.door.text: a text rule says which values are kept",
+    ),
+    "text rule on a number": (
+        _set(f"{F}.held_open_s.text", {"allow": "pattern", "pattern": "[0-9]+"}),
+        f"{F}.held_open_s.text: held_open_s is not a text field",
+    ),
     "missing retention": (_delete("retention.elder"), "retention.elder"),
     "unknown retention": (_set("retention.photos", "1d"), "retention.photos"),
     "malformed retention": (_set("retention.meter", "3 years"), "retention.meter"),
@@ -288,6 +360,50 @@ BAD: dict[str, tuple[Edit, str]] = {
     "health kept longer than meters": (_set("retention.elder", "5y"), "retention.elder"),
     "access kept as long as meters": (_set("retention.access", "3y"), "retention.access"),
 }
+
+
+def test_text_rules_compile_and_may_sit_on_closed_fields() -> None:
+    doc = copy.deepcopy(DEFAULT)
+    _fields(doc)["door"]["text"] = {
+        "allow": "enum",
+        "values": ["north_gate", "东门"],
+        "otherwise": "scrub",
+    }
+    _fields(doc)["method"]["text"] = {"allow": "enum", "values": ["card", "face"]}
+    policy = parse_policy(yaml.safe_dump(doc, allow_unicode=True))
+    door = policy.families["access"].fields["door"].text
+    assert door is not None and door.values == frozenset({"north_gate", "东门"})
+    assert door.otherwise == "scrub" and door.pattern is None
+    method = policy.families["access"].fields["method"].text
+    assert method is not None and method.otherwise == "drop"  # the default
+    assert not policy.families["access"].fields["method"].kept_only
+
+
+def test_free_text_fields_are_the_plain_string_fields() -> None:
+    assert {key: sorted(free_text_fields(model)) for key, model in MODELS.items()} == {
+        "access": [
+            "card_no",
+            "door",
+            "face_feature",
+            "face_image",
+            "id_number",
+            "person_name",
+            "phone",
+            "plate",
+            "resident_ref",
+        ],
+        "safety": [],
+        "meter": ["fault"],
+        "elder": [],
+        "status": ["firmware"],
+    }
+    # Every one of them is either never kept (identifiers, faces) or kept under a text rule.
+    policy = load_policy()
+    for key, model in MODELS.items():
+        for name in free_text_fields(model):
+            spec = policy.families[key].fields[name]
+            kept = "keep" in [a.op for a in spec.actions]
+            assert not kept or spec.text is not None, (key, name)
 
 
 @pytest.mark.parametrize("edit, where", BAD.values(), ids=BAD.keys())
@@ -320,11 +436,11 @@ def test_every_problem_is_reported_at_once() -> None:
         ("version: 1\nversion: 1\n", "duplicate key 'version'"),
         (
             default_policy_text().replace(
-                "      door:         {class: non_personal, actions: [keep]}\n",
-                "      door:         {class: non_personal, actions: [keep]}\n"
-                "      door:         {class: non_personal, actions: [drop]}\n",
+                "      granted:      {class: non_personal, actions: [keep]}\n",
+                "      granted:      {class: non_personal, actions: [keep]}\n"
+                "      granted:      {class: non_personal, actions: [drop]}\n",
             ),
-            "duplicate key 'door'",
+            "duplicate key 'granted'",
         ),
     ],
 )
