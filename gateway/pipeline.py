@@ -282,6 +282,7 @@ class Pipeline:
             return reading, None
         if info.family is not reading.family:
             raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
+        self._check_location(info.location)  # a registry from before codes were checked
         if reading.location != info.location:
             claimed = reading.location.community
             if claimed and claimed != info.location.community:
