@@ -57,9 +57,7 @@ def meter(device: str, location: Location = HOME) -> DeviceInfo:
     return DeviceInfo(device, Family.METER, "gridgate_json", "acme", location)
 
 
-def pipeline(
-    tmp_path: Path, *devices: DeviceInfo, require_registration: bool = True
-) -> Pipeline:
+def pipeline(tmp_path: Path, *devices: DeviceInfo, require_registration: bool = True) -> Pipeline:
     return Pipeline(
         NoSource(),
         NoWriter(),
@@ -72,9 +70,7 @@ def pipeline(
     )
 
 
-def message(
-    device: str, *, community: str = "xf", loc: dict[str, str] | None = None
-) -> Message:
+def message(device: str, *, community: str = "xf", loc: dict[str, str] | None = None) -> Message:
     body: dict[str, object] = {"device_id": device, "ts": NOW_MS, "data": {"energy_kwh": 1.5}}
     if loc is not None:
         body["loc"] = loc
@@ -147,7 +143,9 @@ def test_dead_letter_digests_are_keyed_and_stable(tmp_path: Path) -> None:
     assert kid == "k1" and len(digest) == 64
     assert hashlib.sha256(payload).hexdigest() not in letter.payload_digest  # not enumerable
     assert store.letter("t", payload, "not_json", "", 2).payload_digest == letter.payload_digest
-    other = DeadLetterStore(tmp_path / "other.sqlite3", keyring=KeyRing([("k1", secrets.token_bytes(32))]))
+    other = DeadLetterStore(
+        tmp_path / "other.sqlite3", keyring=KeyRing([("k1", secrets.token_bytes(32))])
+    )
     assert other.letter("t", payload, "x", "", 1).payload_digest != letter.payload_digest
     store.close()
     other.close()
