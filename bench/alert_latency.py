@@ -80,8 +80,9 @@ from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, ROOT, influx_count
 from devices.families import Channel, ElderEvent, Family
 from devices.info import DeviceInfo
 from devices.location import Location
+from devices.places import PlaceLevel, place_at, place_key
 from devices.reading import Reading
-from gateway.alerts.model import PlaceLevel, Severity, place_at, place_key
+from gateway.alerts.model import Severity
 from gateway.alerts.routing import load_routing_policy
 from gateway.alerts.rules import EventRule, load_rules
 from gateway.alerts.store import AlertRow

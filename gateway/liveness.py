@@ -16,20 +16,11 @@ from dataclasses import dataclass
 
 from devices.families import Family, StatusKind
 from devices.info import DeviceInfo
+from devices.liveness import LivenessEvent
 from devices.location import Location
 
 NS = 1_000_000_000
 DEFAULT_TIMEOUTS_S: Mapping[str, float] = {"mains": 600.0, "battery": 4 * 3600.0}
-
-
-@dataclass(frozen=True, slots=True)
-class LivenessEvent:
-    device_id: str
-    family: Family
-    location: Location
-    online: bool
-    at_ns: int
-    reason: str  # "traffic", "status_online", "last_will", "silent"
 
 
 @dataclass(slots=True)

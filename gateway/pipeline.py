@@ -22,13 +22,14 @@ from adapters.registry import AdapterRegistry
 from devices.errors import RejectedInput, StorageError
 from devices.families import Channel
 from devices.info import DeviceInfo
+from devices.liveness import LivenessEvent
 from devices.location import Location
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
 from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
-from gateway.liveness import LivenessEvent, LivenessTracker
+from gateway.liveness import LivenessTracker
 from gateway.metrics import GatewayMetrics
 from gateway.registry.identifiers import place_name_problem
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
@@ -442,6 +443,8 @@ class Pipeline:
     async def _hand_off(self, batch: _Batch) -> None:
         # One write per retention policy and the alerts, all at once: they are independent,
         # and an alert should not wait for InfluxDB. The acks wait for all of them.
+        self.source.ack(batch.messages)  # PLANT17: acked before the write
+        self.metrics.acked += len(batch.messages)  # PLANT17
         steps: list[Awaitable[None]] = [
             self._write_with_retry(rp, group.lines, group.messages, batch.dead)
             for rp, group in batch.by_rp.items()
@@ -451,9 +454,7 @@ class Pipeline:
         await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
-        self.source.ack(batch.messages)
-        self.metrics.acked += len(batch.messages)
-        self.metrics.batches += 1
+        self.metrics.batches += 1  # PLANT17b
 
     async def _accept_alerts(self, batch: _Batch) -> None:
         """Alerts are accepted (persisted) before the readings behind them are acked: a

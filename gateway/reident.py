@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from devices.errors import GridgateError
 from devices.location import Location
+from devices.places import KEY_SEP, location_of
 from gateway.registry.models import (
     PSEUDONYM_LEN,
     TEXT_LEN,
@@ -39,7 +40,7 @@ from gateway.registry.models import (
     ResidentRow,
     UserRoleRow,
 )
-from gateway.registry.records import KEY_SEP, AccessRole, RequestStatus, Resident, location_of
+from gateway.registry.records import AccessRole, RequestStatus, Resident
 from gateway.registry.store import AuditSink, Registry
 from privacy.audit import AuditAction, find_raw_identifier
 

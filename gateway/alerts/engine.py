@@ -30,6 +30,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from devices.places import ancestor_keys
 from gateway.alerts.model import Alert, AlertState, Condition, Severity
 from gateway.alerts.routing import (
     Dispatch,
@@ -49,7 +50,6 @@ from gateway.alerts.store import (
     to_alert,
 )
 from gateway.registry import Registry
-from gateway.registry.records import ancestor_keys
 from gateway.registry.store import chunks
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from devices.location import Location
+from devices.places import PlaceLevel, place_key
 
 
 class Severity(IntEnum):
@@ -50,28 +51,6 @@ class AlertState(StrEnum):
 OPEN_STATES = frozenset(
     {AlertState.RAISED, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED, AlertState.HANDLING}
 )
-
-
-class PlaceLevel(StrEnum):
-    ROOM = "room"
-    UNIT = "unit"
-    BUILDING = "building"
-    GRID = "grid"
-    COMMUNITY = "community"
-
-
-def place_key(location: Location, level: PlaceLevel) -> str:
-    """A stable key of the place an alert is about: `xf/g01/b03/u2` for a unit, etc."""
-    parts = [location.community, location.grid, location.building, location.unit, location.room]
-    depth = {"community": 1, "grid": 2, "building": 3, "unit": 4, "room": 5}[level.value]
-    return "/".join(parts[:depth])
-
-
-def place_at(location: Location, level: PlaceLevel) -> Location:
-    """The location cut to `level` (a building alert does not name a room)."""
-    keep = {"community": 1, "grid": 2, "building": 3, "unit": 4, "room": 5}[level.value]
-    parts = [location.community, location.grid, location.building, location.unit, location.room]
-    return Location(*(p if i < keep else "" for i, p in enumerate(parts)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from sqlalchemy import Connection, select
 
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
-from gateway.alerts.model import Alert, Notification, PlaceLevel, Severity
+from devices.places import PlaceLevel, ancestor_keys
+from gateway.alerts.model import Alert, Notification, Severity
 from gateway.registry import Registry, Role
 from gateway.registry.models import Place
-from gateway.registry.records import ancestor_keys
 
 log = logging.getLogger(__name__)
 

@@ -57,11 +57,12 @@ from pydantic import (
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from devices.families import EVENT_KINDS, Channel, Family
 from devices.info import DeviceInfo
+from devices.liveness import LivenessEvent
 from devices.location import Location
 from devices.models import FAMILY_DATA
+from devices.places import PlaceLevel, place_at, place_key
 from devices.reading import Reading
-from gateway.alerts.model import Condition, PlaceLevel, Severity, place_at, place_key
-from gateway.liveness import LivenessEvent
+from gateway.alerts.model import Condition, Severity
 from privacy.operators import PSEUDONYM_PATTERN
 
 NS = 1_000_000_000

@@ -17,6 +17,8 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from devices.errors import StorageError
 from devices.info import DeviceInfo
+from devices.liveness import LivenessEvent
+from devices.places import PlaceLevel, place_at
 from devices.reading import Reading
 from gateway.alerts.delivery import (
     DeliveryWorker,
@@ -31,12 +33,11 @@ from gateway.alerts.delivery import (
 from gateway.alerts.engine import AlertChange, AlertEngine
 from gateway.alerts.escalation import Escalator
 from gateway.alerts.lifecycle import Lifecycle
-from gateway.alerts.model import Alert, Condition, PlaceLevel, Refusal, place_at
+from gateway.alerts.model import Alert, Condition, Refusal
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
 from gateway.alerts.store import BatchAuditSink
 from gateway.audit_store import AuditLogError
-from gateway.liveness import LivenessEvent
 from gateway.registry import Registry
 from privacy.audit import AuditRefused
 

@@ -44,7 +44,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from devices.location import Location
-from gateway.alerts.model import OPEN_STATES, Alert, AlertState, PlaceLevel, Severity
+from devices.places import PlaceLevel
+from gateway.alerts.model import OPEN_STATES, Alert, AlertState, Severity
 from gateway.registry import AuditSink, Registry
 from privacy.audit import AuditAction, AuditEntry, AuditRecord, check_entry
 

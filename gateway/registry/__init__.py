@@ -14,14 +14,12 @@ from gateway.registry.records import (
     Household,
     Liveness,
     Member,
-    PlaceLevel,
     PlaceNode,
     Power,
     RegistryCounts,
     RequestStatus,
     Resident,
     Role,
-    place_key,
 )
 from gateway.registry.store import AuditSink, ConsentCache, Registry
 
@@ -37,7 +35,6 @@ __all__ = [
     "ImportReport",
     "Liveness",
     "Member",
-    "PlaceLevel",
     "PlaceNode",
     "Power",
     "Registry",
@@ -46,6 +43,5 @@ __all__ = [
     "Resident",
     "Role",
     "import_file",
-    "place_key",
     "rekey_file",
 ]

@@ -28,21 +28,14 @@ from urllib.parse import urlsplit
 import yaml
 
 from devices.families import Family
+from devices.places import KEY_SEP, LEVELS, PlaceLevel
 from gateway.registry.identifiers import (
     id_problem,
     place_name_problem,
     shown_field_name,
     text_problem,
 )
-from gateway.registry.records import (
-    KEY_SEP,
-    LEVELS,
-    ChannelKind,
-    ContactChannel,
-    PlaceLevel,
-    Power,
-    Role,
-)
+from gateway.registry.records import ChannelKind, ContactChannel, Power, Role
 
 try:  # libyaml parses ~10x faster; the pure-Python loader behaves the same
     from yaml import CSafeLoader as _BaseLoader

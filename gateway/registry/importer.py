@@ -32,6 +32,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from devices.errors import ConfigError
+from devices.places import KEY_SEP, PlaceLevel
 from gateway.registry.fleet_file import (
     DeviceEntry,
     FileKind,
@@ -57,13 +58,7 @@ from gateway.registry.models import (
     PseudonymRow,
     ResidentRow,
 )
-from gateway.registry.records import (
-    KEY_SEP,
-    ROLE_SCOPE_LEVELS,
-    PlaceLevel,
-    Role,
-    level_of,
-)
+from gateway.registry.records import ROLE_SCOPE_LEVELS, Role, level_of
 from gateway.registry.store import Registry, chunks
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing

@@ -30,14 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from devices.families import Family
-from gateway.registry.records import (
-    AccessRole,
-    ChannelKind,
-    PlaceLevel,
-    Power,
-    RequestStatus,
-    Role,
-)
+from devices.places import PlaceLevel
+from gateway.registry.records import AccessRole, ChannelKind, Power, RequestStatus, Role
 
 ID_LEN = 64  # devices.topics.ID_PATTERN allows at most 64 characters
 KEY_LEN = 5 * ID_LEN + 4

@@ -12,26 +12,7 @@ from enum import StrEnum
 
 from devices.info import DeviceInfo
 from devices.location import Location
-
-KEY_SEP = "/"
-
-
-class PlaceLevel(StrEnum):
-    """Levels of the grid hierarchy (R5.1), outermost first."""
-
-    COMMUNITY = "community"
-    GRID = "grid"
-    BUILDING = "building"
-    UNIT = "unit"
-    ROOM = "room"
-
-    @property
-    def depth(self) -> int:
-        """1 for a community … 5 for a room: the number of codes in a key of this level."""
-        return LEVELS.index(self) + 1
-
-
-LEVELS: tuple[PlaceLevel, ...] = tuple(PlaceLevel)
+from devices.places import KEY_SEP, LEVELS, PlaceLevel
 
 
 class Role(StrEnum):
@@ -178,29 +159,6 @@ class RegistryCounts:
     face_consent: int = 0
     residents: int = 0
     residents_face_consent: int = 0
-
-
-def place_key(location: Location) -> str | None:
-    """The key of the place a location names, or None if it skips a level (grid unknown …)."""
-    parts = (location.community, location.grid, location.building, location.unit, location.room)
-    depth = 0
-    while depth < len(parts) and parts[depth]:
-        depth += 1
-    if depth == 0 or any(parts[depth:]):
-        return None
-    return KEY_SEP.join(parts[:depth])
-
-
-def location_of(key: str) -> Location:
-    parts = key.split(KEY_SEP)
-    parts += [""] * (len(LEVELS) - len(parts))
-    return Location(*parts)
-
-
-def ancestor_keys(key: str) -> list[str]:
-    """The key itself and every enclosing place's key, outermost first."""
-    parts = key.split(KEY_SEP)
-    return [KEY_SEP.join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def level_of(key: str) -> PlaceLevel:

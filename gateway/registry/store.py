@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from devices.errors import ConfigError
 from devices.info import DeviceInfo
 from devices.location import Location
+from devices.places import KEY_SEP, LEVELS, ancestor_keys, location_key, location_of
 from gateway.registry.identifiers import identifier_in_text
 from gateway.registry.models import (
     Base,
@@ -54,8 +55,6 @@ from gateway.registry.models import (
     UserRoleRow,
 )
 from gateway.registry.records import (
-    KEY_SEP,
-    LEVELS,
     AccessRole,
     ContactChannel,
     DeviceDetail,
@@ -66,9 +65,6 @@ from gateway.registry.records import (
     RegistryCounts,
     Resident,
     Role,
-    ancestor_keys,
-    location_of,
-    place_key,
 )
 from privacy.audit import AuditAction, AuditRecord
 from privacy.identifiers import find_identifier
@@ -278,7 +274,7 @@ class Registry:
         resolved through the registry when its codes are unambiguous.
         """
         with self.reading() as s:
-            key = place_key(location) or self._resolve_gapped(s, location)
+            key = location_key(location) or self._resolve_gapped(s, location)
             if key is None:
                 return []
             keys = ancestor_keys(key)
@@ -303,7 +299,7 @@ class Registry:
         """Active members scoped to places strictly inside `location` (the unit heads of a
         building), by role and id."""
         with self.reading() as s:
-            key = place_key(location) or self._resolve_gapped(s, location)
+            key = location_key(location) or self._resolve_gapped(s, location)
             if key is None:
                 return []
             stmt = (

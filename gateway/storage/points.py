@@ -11,8 +11,8 @@ the room (a household), is a field.
 from __future__ import annotations
 
 from devices.families import Channel
+from devices.liveness import LivenessEvent
 from devices.reading import Reading
-from gateway.liveness import LivenessEvent
 from gateway.storage.line_protocol import (
     escape_field_key,
     escape_measurement,

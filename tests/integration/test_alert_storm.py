@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from devices.places import PlaceLevel
 from gateway.alerts.delivery import Outbox
-from gateway.alerts.model import Alert, PlaceLevel
+from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
 from gateway.audit_store import AuditStore
 from gateway.registry import Registry, Role

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devices.location import Location
+from devices.places import PlaceLevel
 from gateway.alerts.engine import AlertChange
 from gateway.alerts.escalation import Escalation, Escalator
 from gateway.alerts.lifecycle import (
@@ -19,7 +20,7 @@ from gateway.alerts.lifecycle import (
     UnknownAlert,
     scrub_feedback,
 )
-from gateway.alerts.model import AlertState, PlaceLevel, Severity
+from gateway.alerts.model import AlertState, Severity
 from gateway.alerts.routing import Recipient
 from gateway.registry import Role
 from tests.unit.test_alert_engine import (

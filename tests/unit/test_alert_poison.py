@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 
 from devices.errors import StorageError
 from devices.families import Family
+from devices.liveness import LivenessEvent
 from devices.location import Location
+from devices.places import PlaceLevel, place_at
 from gateway import audit_cli
-from gateway.alerts.model import Condition, PlaceLevel, Refusal, Severity, place_at
+from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.alerts.service import ALERT_REFUSED, DELIVERY_FAILED, AlertConfig, AlertService
 from gateway.alerts.store import ROLLED_BACK, AlertRow, unbacked_alert_records
 from gateway.audit_store import AuditStore
-from gateway.liveness import LivenessEvent
 from gateway.registry import Registry, import_file
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing

@@ -10,8 +10,9 @@ import pytest
 
 from devices.errors import ConfigError
 from devices.location import Location
+from devices.places import PlaceLevel, place_at, place_key
 from gateway.alerts.delivery import check_payload
-from gateway.alerts.model import Alert, AlertState, PlaceLevel, Severity, place_at, place_key
+from gateway.alerts.model import Alert, AlertState, Severity
 from gateway.alerts.routing import (
     DELIVERABLE_CHANNELS,
     Recipient,

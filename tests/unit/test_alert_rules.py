@@ -16,10 +16,12 @@ import pytest
 from devices.errors import ConfigError
 from devices.families import Channel, Family
 from devices.info import DeviceInfo
+from devices.liveness import LivenessEvent
 from devices.location import Location
+from devices.places import PlaceLevel
 from devices.reading import Reading
 from gateway.alerts import rules as rules_module
-from gateway.alerts.model import Condition, PlaceLevel, Severity
+from gateway.alerts.model import Condition, Severity
 from gateway.alerts.rules import (
     EventRule,
     RuleEngine,
@@ -28,7 +30,6 @@ from gateway.alerts.rules import (
     load_rules,
     parse_rules,
 )
-from gateway.liveness import LivenessEvent
 
 NS = 1_000_000_000
 # 2024-05-20 00:00 China Standard Time (UTC+8): the night window starts here.

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import text
 
 from devices.location import Location
-from gateway.registry import Registry, Role, place_key
-from gateway.registry.records import ChannelKind, PlaceLevel
+from devices.places import PlaceLevel, location_key
+from gateway.registry import Registry, Role
+from gateway.registry.records import ChannelKind
 from tests.unit.test_registry_import import small_registry
 
 
@@ -92,7 +93,7 @@ def test_members_for_a_location_without_its_grid(registry: Registry) -> None:
     assert ids(registry, Location("xf", "", "b03", "u2")) == ids(
         registry, Location("xf", "g01", "b03", "u2")
     )
-    assert place_key(Location("xf", "", "b03")) is None
+    assert location_key(Location("xf", "", "b03")) is None
 
 
 def test_bulk_liveness_updates_keep_the_newest(registry: Registry) -> None:
