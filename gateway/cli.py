@@ -54,7 +54,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _run(settings: Settings, progress: bool) -> int:
-    from gateway.service import run_gateway
+    from gateway.runtime import run_gateway
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -80,7 +80,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.audit_store import AuditStore
     from gateway.registry import Registry
     from gateway.registry.importer import import_file
-    from gateway.service import load_keyring, run_gateway
+    from gateway.runtime import load_keyring, run_gateway
     from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
     from gateway.storage.retention import qualified
     from simulators.community import build_community
@@ -217,7 +217,7 @@ def _rejection_text(reason: str, detail: str) -> str:
 def _decode(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from gateway.service import load_keyring
+    from gateway.runtime import load_keyring
     from privacy.deidentify import Deidentifier
     from privacy.keys import KeyRing
     from privacy.policy import load_policy
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _decode(args, settings)
         if args.command == "registry":
             from gateway.registry import cli as registry_cli
-            from gateway.service import load_keyring
+            from gateway.runtime import load_keyring
 
             return registry_cli.run(
                 args,

@@ -20,7 +20,7 @@ wrong and will be wrong again). Behaviour of influxd 1.6.7 this relies on, check
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -74,14 +74,16 @@ class InfluxV1Client:
         password: str | None = None,
         timeout_s: float = 10.0,
         retention_policy: str | None = None,
+        retention_policies: Mapping[str, str] | None = None,
     ) -> None:
+        """`retention_policies`: name → duration, created by `ensure_schema` (and again if
+        they vanish: a dropped or restored database)."""
         if not database:
             raise ValueError("database name is empty")
         self.url = url.rstrip("/")
         self.database = database
         self.retention_policy = retention_policy
-        # Recreates database and retention policies if they vanish (drop, restore).
-        self.setup_schema: Callable[[], Awaitable[None]] | None = None
+        self.retention_policies = dict(retention_policies or {})
         # Basic auth, not u=/p= parameters: a password in a URL ends up in access logs.
         auth = httpx.BasicAuth(username, password or "") if username is not None else None
         self._http = httpx.AsyncClient(base_url=self.url, auth=auth, timeout=timeout_s)
@@ -113,6 +115,12 @@ class InfluxV1Client:
     async def ensure_database(self) -> None:
         """Create the database if missing; CREATE DATABASE is idempotent in InfluxQL."""
         await self._query(f"CREATE DATABASE {quote_ident(self.database)}", with_db=False)
+
+    async def ensure_schema(self) -> None:
+        """The database and every retention policy this client was given."""
+        await self.ensure_database()
+        for name, duration in self.retention_policies.items():
+            await self.ensure_retention_policy(name, duration)
 
     async def ensure_retention_policy(self, name: str, duration: str) -> None:
         """Create the policy, or bring its duration to `duration` if it exists."""
@@ -155,7 +163,7 @@ class InfluxV1Client:
                 or (response.status_code == 500 and "retention policy not found" in text)
             ):
                 log.warning("%s in %r; creating the schema again", text[:80], self.database)
-                await (self.setup_schema or self.ensure_database)()
+                await self.ensure_schema()
                 continue
             break
         text = _error_text(response)

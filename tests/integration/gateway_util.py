@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from gateway.metrics import GatewayMetrics
-from gateway.service import run_gateway
+from gateway.runtime import run_gateway
 from gateway.settings import Settings
 from privacy.keys import KeyRing
 from tests.integration.conftest import ROOT, Services

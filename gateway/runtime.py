@@ -1,0 +1,303 @@
+"""`Gateway`: the one object that builds, starts and stops every long-lived part of a running
+gateway, and holds them as attributes so that the CLI, the API and tests share one handle.
+
+    async with Gateway(settings) as gw:      # policy, keys, stores, registry, snapshot, …
+        await gw.run(stop, ready)            # InfluxDB schema, MQTT source, pipeline, loops
+
+Entering builds what needs no network (privacy first: no key or a bad policy and the gateway
+does not start at all); `run` waits for InfluxDB, subscribes, and runs the pipeline and its
+background loops until `stop` is set; leaving flushes liveness to the registry and closes the
+stores. Everything is built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from adapters.registry import AdapterRegistry, default_registry
+from devices.errors import ConfigError, StorageError
+from gateway.alerts.service import AlertConfig, AlertService
+from gateway.audit_store import AuditStore
+from gateway.deadletter import DeadLetterStore
+from gateway.directory import DeviceSnapshot
+from gateway.ingest import PahoSource
+from gateway.liveness import LivenessTracker
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline, PipelineConfig
+from gateway.registry import ConsentCache, Registry
+from gateway.settings import Settings
+from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.retention import rp_name
+from privacy.deidentify import Deidentifier
+from privacy.keys import KeyRing
+from privacy.operators import IdentifierKind, pseudonymise
+from privacy.policy import Policy, load_policy
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        batch_size=settings.batch_size,
+        linger_s=settings.linger_ms / 1000,
+        write_queue=settings.write_queue,
+        writers=settings.writers,
+        retry_max_s=settings.retry_max_s,
+        require_registration=settings.require_registration,
+        liveness_sweep_s=settings.liveness_sweep_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
+        max_past_s=settings.max_past_s,
+        max_future_s=settings.max_future_s,
+    )
+
+
+def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
+    group = settings.mqtt_shared_group
+    return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The pseudonymisation keys; ConfigError (the gateway refuses to start) if none."""
+    if settings.pseudonym_keys is not None:
+        return KeyRing.from_env_value(settings.pseudonym_keys.get_secret_value())
+    if not settings.pseudonym_key_file.exists():
+        raise ConfigError(
+            f"no pseudonymisation key: {settings.pseudonym_key_file} does not exist. Create one"
+            f" with `python -m privacy.keys ensure {settings.pseudonym_key_file}` (make demo and"
+            " make test do), or set GRIDGATE_PSEUDONYM_KEYS / GRIDGATE_PSEUDONYM_KEY_FILE"
+        )
+    return KeyRing.from_file(settings.pseudonym_key_file)
+
+
+def retention_plan(policy: Policy, settings: Settings) -> dict[str, str] | None:
+    """measurement → retention policy name, or None to use the database's default."""
+    if not settings.influx_retention:
+        return None
+    return {measurement: rp_name(measurement) for measurement in policy.retention}
+
+
+def retention_policies(policy: Policy, settings: Settings) -> dict[str, str]:
+    """retention policy name → InfluxDB duration, for the schema."""
+    if not settings.influx_retention:
+        return {}
+    return {rp_name(m): retention.influx for m, retention in policy.retention.items()}
+
+
+class Gateway:
+    """Every long-lived part of one gateway process. Attributes are set on entering (`influx`,
+    `deadletters`, `audit`, `registry`, `directory`, `liveness`, `privacy`, `alerts`) and
+    while running (`source`, `pipeline`); `metrics` from the start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: GatewayMetrics | None = None,
+        adapters: AdapterRegistry | None = None,
+        alert_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """`alert_clock_ns` is the alerts' wall clock (deadlines, escalation, delivery
+        retries): tests pass a fake one to see an hour of escalation in a second."""
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self.adapters = adapters or default_registry(settings.community)
+        self.alert_clock_ns = alert_clock_ns
+        self.source: PahoSource | None = None
+        self.pipeline: Pipeline | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        settings = self.settings
+        self.policy = load_policy(settings.privacy_policy)
+        self.keyring = load_keyring(settings)
+        if missing := self.policy.missing_fields():
+            log.warning("privacy policy does not name %s: those fields are dropped", missing)
+        stack = self._stack
+        try:
+            password = settings.influx_password
+            self.influx = await stack.enter_async_context(
+                InfluxV1Client(
+                    settings.influx_url,
+                    settings.influx_database,
+                    username=settings.influx_username,
+                    password=password.get_secret_value() if password else None,
+                    timeout_s=settings.influx_timeout_s,
+                    retention_policies=retention_policies(self.policy, settings),
+                )
+            )
+            self.deadletters = DeadLetterStore(
+                settings.deadletter_path, settings.deadletter_max_rows, keyring=self.keyring
+            )
+            stack.callback(self.deadletters.close)
+            self.audit = AuditStore(settings.audit_path)
+            stack.callback(self.audit.close)
+            self.registry = Registry.open(settings.registry_url, audit=self.audit)
+            stack.callback(self.registry.close)
+            self.directory = DeviceSnapshot(self.registry.all_devices)
+            self.liveness = LivenessTracker(
+                time.time_ns(),
+                {
+                    "mains": settings.offline_after_mains_s,
+                    "battery": settings.offline_after_battery_s,
+                },
+            )
+            self.directory.on_reload.append(self.liveness.register_all)
+            # Consent per face event from a cache the registry updates on every change made in
+            # this process (at once) and reloads for changes made elsewhere.
+            self.privacy = Deidentifier(
+                self.policy,
+                self.keyring,
+                face_consent=ConsentCache(self.registry),
+                counts=self.metrics.dropped_fields,
+            )
+            log.info("registry: %d devices", self.directory.reload())
+            self.alerts = self._alert_service() if settings.alerts else None
+        except BaseException:
+            await stack.aclose()
+            raise
+        return self
+
+    def _alert_service(self) -> AlertService:
+        settings, keyring = self.settings, self.keyring
+        password = settings.mqtt_password
+        alerts = AlertService(
+            self.registry,
+            self.audit,
+            AlertConfig(
+                rules_path=settings.alert_rules,
+                routing_path=settings.routing_policy,
+                mqtt_host=settings.alert_mqtt_host or settings.mqtt_host,
+                mqtt_port=settings.alert_mqtt_port or settings.mqtt_port,
+                mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
+                mqtt_username=settings.mqtt_username,
+                mqtt_password=password.get_secret_value() if password else None,
+                escalation_s=settings.escalation_check_s,
+                clock_ns=self.alert_clock_ns,
+            ),
+            household_ref=lambda h: pseudonymise(h, IdentifierKind.HOUSEHOLD_REF, keyring),
+        )
+        alerts.refresh_households(self.registry.all_devices())
+        self.directory.on_reload_blocking.append(alerts.refresh_households)
+        return alerts
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Until `stop` is set: wait for InfluxDB, subscribe, run the pipeline and the loops
+        around it; then flush the pipeline and the liveness state. `ready` is set once
+        subscribed."""
+        if not await self._wait_for_influx(stop):
+            return
+        settings = self.settings
+        password = settings.mqtt_password
+        async with PahoSource(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            subscriptions(settings, self.adapters),
+            client_id=settings.mqtt_client_id,
+            username=settings.mqtt_username,
+            password=password.get_secret_value() if password else None,
+            keepalive_s=settings.mqtt_keepalive_s,
+            bulk=settings.mqtt_bulk_client,
+        ) as source:
+            self.source = source
+            alerts = self.alerts
+            self.pipeline = Pipeline(
+                source,
+                self.influx,
+                self.deadletters,
+                adapters=self.adapters,
+                privacy=self.privacy,
+                config=pipeline_config(settings),
+                metrics=self.metrics,
+                directory=self.directory,
+                liveness=self.liveness,
+                retention=retention_plan(self.policy, settings),
+                rules=alerts.rules if alerts else None,
+                alert_sink=alerts.accept if alerts else None,
+            )
+            async with asyncio.TaskGroup() as tg:
+                if ready is not None:
+                    tg.create_task(self._signal_ready(source, stop, ready), name="ready")
+                tg.create_task(
+                    self.directory.keep_fresh(stop, settings.registry_refresh_s),
+                    name="registry-refresh",
+                )
+                tg.create_task(self._flush_liveness(stop), name="liveness-flush")
+                if alerts is not None:
+                    tg.create_task(alerts.run(stop), name="alerts")
+                await self.pipeline.run(stop)
+                stop.set()
+            await asyncio.to_thread(self.registry.set_liveness, self.liveness.take_dirty())
+
+    async def _wait_for_influx(self, stop: asyncio.Event) -> bool:
+        """Create the database and retention policies, waiting for InfluxDB to come up;
+        False if stopped first. A refusal that retrying cannot cure is raised."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await self.influx.ensure_schema()
+                return True
+            except StorageError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    async def _flush_liveness(self, stop: asyncio.Event) -> None:
+        """Write last-seen and online state to the registry in bulk, not per reading."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.liveness_flush_s)
+            updates = self.liveness.take_dirty()
+            if updates:
+                try:
+                    await asyncio.to_thread(self.registry.set_liveness, updates)
+                except Exception as exc:  # the next flush carries newer state anyway
+                    log.error("registry liveness update failed: %s", exc)
+
+    @staticmethod
+    async def _signal_ready(source: PahoSource, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        if await source.wait_subscribed(stop):
+            ready.set()
+
+
+async def run_gateway(
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: GatewayMetrics | None = None,
+    adapters: AdapterRegistry | None = None,
+    ready: asyncio.Event | None = None,
+    alert_clock_ns: Callable[[], int] = time.time_ns,
+) -> GatewayMetrics:
+    """A `Gateway` run until `stop` is set; returns the final counters."""
+    async with Gateway(
+        settings, metrics=metrics, adapters=adapters, alert_clock_ns=alert_clock_ns
+    ) as gateway:
+        await gateway.run(stop, ready)
+    return gateway.metrics
+
+
+__all__ = [
+    "Gateway",
+    "load_keyring",
+    "pipeline_config",
+    "retention_plan",
+    "run_gateway",
+    "subscriptions",
+]
