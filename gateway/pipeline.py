@@ -27,6 +27,7 @@ from devices.location import Location
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
 from gateway.alerts.model import Condition, Refusal, Severity
+from gateway.backoff import Backoff
 from gateway.deadletter import DeadLetter, DeadLetterStore
 from gateway.ingest import Message, MessageSource
 from gateway.liveness import LivenessTracker
@@ -443,8 +444,6 @@ class Pipeline:
     async def _hand_off(self, batch: _Batch) -> None:
         # One write per retention policy and the alerts, all at once: they are independent,
         # and an alert should not wait for InfluxDB. The acks wait for all of them.
-        self.source.ack(batch.messages)  # PLANT17: acked before the write
-        self.metrics.acked += len(batch.messages)  # PLANT17
         steps: list[Awaitable[None]] = [
             self._write_with_retry(rp, group.lines, group.messages, batch.dead)
             for rp, group in batch.by_rp.items()
@@ -454,7 +453,9 @@ class Pipeline:
         await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
-        self.metrics.batches += 1  # PLANT17b
+        self.source.ack(batch.messages)
+        self.metrics.acked += len(batch.messages)
+        self.metrics.batches += 1
 
     async def _accept_alerts(self, batch: _Batch) -> None:
         """Alerts are accepted (persisted) before the readings behind them are acked: a
@@ -465,7 +466,7 @@ class Pipeline:
         stored all the same — and the rest of the batch goes on (ARCHITECTURE: retryable or
         not, decided at each hand-off)."""
         assert self.alert_sink is not None
-        delay = 0.5
+        backoff = self._backoff()
         while True:
             try:
                 refused = await self.alert_sink(batch.conditions)
@@ -474,9 +475,8 @@ class Pipeline:
                 if not exc.retryable:
                     refused = self._refuse_all(batch.conditions, type(exc).__name__)
                     break
-                log.error("alert store unavailable, retrying in %.1f s: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.retry_max_s)
+                log.error("alert store unavailable, retrying in %.1f s: %s", backoff.delay, exc)
+                await backoff.wait()
             except Exception as exc:  # a bug in the sink: the same as a refusal, never a jam
                 log.error("alert sink failed: %s", type(exc).__name__)
                 refused = self._refuse_all(batch.conditions, type(exc).__name__)
@@ -495,17 +495,19 @@ class Pipeline:
     def _refuse_all(conditions: list[Condition], reason: str) -> list[Refusal]:
         return [Refusal(i, reason) for i in range(len(conditions))]
 
+    def _backoff(self) -> Backoff:
+        return Backoff(max_s=self.config.retry_max_s)
+
     async def _store_dead_letters(self, dead: list[DeadLetter]) -> None:
-        delay = 0.5
+        backoff = self._backoff()
         while True:
             try:
                 await asyncio.to_thread(self.deadletters.add_many, dead)
                 self.metrics.dead_lettered += len(dead)
                 return
             except sqlite3.Error as exc:  # disk full, locked: keep the messages unacked
-                log.error("dead-letter store failed, retrying in %.1f s: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.retry_max_s)
+                log.error("dead-letter store failed, retrying in %.1f s: %s", backoff.delay, exc)
+                await backoff.wait()
 
     async def _write_with_retry(
         self,
@@ -515,7 +517,7 @@ class Pipeline:
         dead: list[DeadLetter],
     ) -> None:
         """Write until it succeeds; lines InfluxDB refuses outright become dead letters."""
-        delay = 0.5
+        backoff = self._backoff()
         while True:
             try:
                 await self.writer.write(lines, rp=rp)
@@ -527,9 +529,8 @@ class Pipeline:
                     await self._isolate_refused(rp, lines, line_messages, dead, exc)
                     return
                 self.metrics.write_retries += 1
-                log.warning("InfluxDB write failed, retrying in %.1f s: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.retry_max_s)
+                log.warning("InfluxDB write failed, retrying in %.1f s: %s", backoff.delay, exc)
+                await backoff.wait()
 
     async def _isolate_refused(
         self,

@@ -24,6 +24,7 @@ from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
 from gateway.alerts.service import AlertConfig, AlertService
 from gateway.audit_store import AuditStore
+from gateway.backoff import Backoff
 from gateway.deadletter import DeadLetterStore
 from gateway.directory import DeviceSnapshot
 from gateway.ingest import PahoSource
@@ -245,7 +246,7 @@ class Gateway:
     async def _wait_for_influx(self, stop: asyncio.Event) -> bool:
         """Create the database and retention policies, waiting for InfluxDB to come up;
         False if stopped first. A refusal that retrying cannot cure is raised."""
-        delay = 0.5
+        backoff = Backoff(max_s=10.0)
         while not stop.is_set():
             try:
                 await self.influx.ensure_schema()
@@ -253,10 +254,8 @@ class Gateway:
             except StorageError as exc:
                 if not exc.retryable:
                     raise
-                log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, backoff.delay)
+                await backoff.wait(stop)
         return False
 
     async def _flush_liveness(self, stop: asyncio.Event) -> None:
