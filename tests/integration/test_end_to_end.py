@@ -131,11 +131,31 @@ async def test_malformed_messages_are_dead_lettered_and_gateway_keeps_running(
         letters = store.recent(100)
         store.close()
         assert len(letters) == len(bad)
-        assert all(len(d.payload_sha256) == 64 and d.reason for d in letters)
+        assert all(len(d.payload_digest.split(":")[1]) == 64 and d.reason for d in letters)
         raw = Path(settings.deadletter_path).read_bytes()
         assert b"11010519491231002X" not in raw and "张三".encode() not in raw
     finally:
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+
+Point = tuple[str, str, int, float]  # family, device, time (ns), the value that varies
+
+
+def expected_points(readings: list[Reading]) -> set[Point]:
+    return {(r.family.value, r.device_id, r.time_ns, r.values[VARYING[r.family]]) for r in readings}
+
+
+async def stored_points(influx: InfluxV1Client) -> set[Point]:
+    """Every stored point of every family as (family, device, time, varying value); a failed
+    query raises (it must not read as "nothing stored yet")."""
+    out: set[Point] = set()
+    for family in Family:
+        field = VARYING[family]
+        rows = await influx.query(
+            f'SELECT "{field}" FROM {qualified(family.value)} GROUP BY "device"'
+        )
+        out.update((family.value, row["device"], row["time"], row[field]) for row in rows)
+    return out
 
 
 async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
@@ -143,23 +163,22 @@ async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
 ) -> None:
     n = 3000  # per family: 12 000 messages
     readings = family_readings(unique, n, int(time.time() * 1000) - 7_200_000)
+    expected = expected_points(readings)
+    assert len(expected) == 4 * n  # every reading its own point (device, time)
     env = gateway_env(services, unique, influx_db, tmp_path)
     log_path = tmp_path / "gateway.log"
-    gateway = start_gateway_process(env, log_path)
+    gateway = start_gateway_process(env, log_path)  # returns once subscribed: schema exists
     try:
         async with InfluxV1Client(services.influx_url, influx_db) as influx:
 
             async def stored() -> int:
-                try:
-                    return sum(
-                        [await influx.count(f.value, "schema", rp=rp_name(f.value)) for f in Family]
-                    )
-                except Exception:
-                    return 0
+                return sum(
+                    [await influx.count(f.value, "schema", rp=rp_name(f.value)) for f in Family]
+                )
 
             publisher = asyncio.create_task(
                 asyncio.to_thread(
-                    publish_all,
+                    publish_all,  # returns once the broker acknowledged every message
                     services.mqtt_host,
                     services.mqtt_port,
                     [gridgate_json.encode(r) for r in readings],
@@ -173,7 +192,7 @@ async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
             assert 0 < landed < 4 * n, f"kill point not reached ({landed} stored)"
             os.kill(gateway.pid, signal.SIGKILL)
             gateway.wait(10)
-            await publisher
+            assert await publisher == len(readings)  # all published and acknowledged
             landed_at_kill = await stored()
             assert landed_at_kill < 4 * n, "everything landed before the kill: test proves nothing"
 
@@ -182,8 +201,10 @@ async def test_no_reading_lost_when_gateway_is_killed_mid_stream(
             while (landed := await stored()) < 4 * n and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             assert landed == 4 * n, log_path.read_text()[-3000:]
-            for family in Family:
-                assert await influx.count(family.value, "schema", rp=rp_name(family.value)) == n
+            stored_set = await stored_points(influx)
+            # exactly what was published: nothing lost, nothing altered, nothing extra
+            assert not expected - stored_set, f"lost: {sorted(expected - stored_set)[:5]}"
+            assert not stored_set - expected, f"not published: {sorted(stored_set - expected)[:5]}"
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)

@@ -4,6 +4,7 @@ survives (broker persistence), and every reading published before and after land
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -16,11 +17,10 @@ import pytest
 
 from adapters import gridgate_json
 from gateway.storage.influx_v1 import InfluxV1Client
-from gateway.storage.retention import rp_name
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, settings_for, wait_for
 from tests.integration.mqtt_util import publish_all
-from tests.integration.test_end_to_end import family_readings
+from tests.integration.test_end_to_end import expected_points, family_readings, stored_points
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,12 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 
 
 async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
-    services: Services, broker: PrivateBroker, unique: str, influx_db: str, tmp_path: Path
+    services: Services,
+    broker: PrivateBroker,
+    unique: str,
+    influx_db: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     n = 100  # per family
     before = family_readings(unique, n, int(time.time() * 1000) - 600_000)
@@ -84,24 +89,31 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
     settings = settings_for(services, unique, influx_db, tmp_path).model_copy(
         update={"mqtt_port": broker.port}
     )
+    caplog.set_level(logging.INFO, logger="gateway.ingest")
+
+    def logged(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
     async with running_gateway(settings) as metrics:
         await asyncio.to_thread(
             publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in before]
         )
         await wait_for(lambda: metrics.written >= 4 * n, 30, "first half written")
+        connects = len(logged("MQTT connected"))
         broker.stop()
-        await asyncio.sleep(0.5)  # the gateway notices and starts its backoff
+        await wait_for(lambda: bool(logged("MQTT disconnected")), 30, "the gateway to notice")
         broker.start()
+        # published while the gateway is still away: they wait in its persistent session
         await asyncio.to_thread(
             publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in after]
         )
+        await wait_for(lambda: len(logged("MQTT connected")) > connects, 60, "the reconnect")
+        assert "session present: True" in logged("MQTT connected")[-1]  # the session survived
         await wait_for(lambda: metrics.written >= 8 * n, 60, "second half written after reconnect")
     async with InfluxV1Client(services.influx_url, influx_db) as influx:
-        total = sum(
-            [
-                await influx.count(f, "schema", rp=rp_name(f))
-                for f in ("access", "safety", "meter", "elder")
-            ]
-        )
-    assert total == 8 * n
+        stored = await stored_points(influx)
+    expected = expected_points(before + after)
+    assert len(expected) == 8 * n
+    assert not expected - stored, f"lost: {sorted(expected - stored)[:5]}"
+    assert not stored - expected, f"not published: {sorted(stored - expected)[:5]}"
     assert metrics.dead_lettered == 0

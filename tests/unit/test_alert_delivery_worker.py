@@ -135,6 +135,37 @@ async def test_each_channel_delivers_and_is_marked_sent(outbox: Outbox) -> None:
     assert await w.run_once() == 0  # nothing is sent twice
 
 
+async def test_a_screen_item_with_no_screen_connected_is_not_sent(
+    outbox: Outbox, audit: AuditStore
+) -> None:
+    """Nothing serves the WebSocket yet: a hub without subscribers received nothing, so the
+    item stays pending and is retried — and, nobody ever connecting, ends dead and reported,
+    never marked sent."""
+    clock, hub, dead = Clock(), Hub(), no_dead()
+    outbox.enqueue([note("m3", "websocket")])
+    w = worker(outbox, None, None, clock, dead, hub=hub, audit=audit)
+    assert await w.run_once() == 1
+    item = outbox.get("7:1:m3:websocket")
+    assert item is not None and item.state is OutboxState.PENDING and item.attempts == 1
+    assert item.last_error == "no WebSocket screen connected"
+    assert outbox.counts() == {"pending": 1, "sent": 0, "dead": 0} and w.stats.sent == 0
+    for _ in range(5):
+        clock.advance(3600)
+        await w.run_once()
+    assert outbox.counts() == {"pending": 0, "sent": 0, "dead": 1} and w.stats.sent == 0
+    assert [(i.idempotency_key, i.last_error) for i in dead] == [
+        ("7:1:m3:websocket", "no WebSocket screen connected")
+    ]
+    (record,) = audit.last(5)
+    assert record.details["event"] == "delivery_dead" and record.details["channel"] == "websocket"
+    # A screen that is connected when an item is taken gets it, and only then is it sent.
+    outbox.enqueue([note("m4", "websocket", alert=8)])
+    screen = hub.subscribe()
+    assert await w.run_once() == 1
+    assert screen.get_nowait()["delivery_id"] == "8:1:m4:websocket"
+    assert outbox.counts() == {"pending": 0, "sent": 1, "dead": 1} and w.stats.sent == 1
+
+
 async def test_retries_follow_the_backoff_then_deliver_once(outbox: Outbox) -> None:
     clock, dead = Clock(), no_dead()
     webhook = FakeWebhook([DeliveryError("HTTP 500"), DeliveryError("timeout")])

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from devices.errors import StorageError
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
+from devices.places import PlaceLevel
 from devices.reading import Reading
-from gateway.alerts.model import Condition, PlaceLevel, Severity
+from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.deadletter import DeadLetterStore
 from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
@@ -30,11 +33,18 @@ NOW_MS = 1_732_190_000_000
 PRIVACY = Deidentifier(load_policy(), KeyRing([("k1", hashlib.sha256(b"unit tests").digest())]))
 
 
+# (what, device ids): "written" and "failed" from the writer, "acked" from the source, in the
+# order they happened — for checks of order, not only of final totals.
+Events = list[tuple[str, list[str]]]
+
+
 class ListSource:
-    def __init__(self, messages: list[Message]) -> None:
+    def __init__(self, messages: list[Message], events: Events | None = None) -> None:
         self.pending = list(messages)
         self.acked: list[Message] = []
+        self.ack_calls: list[int] = []  # messages per ack() call: one call per batch
         self.connected = True
+        self.events: Events = [] if events is None else events
 
     async def next_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
         out, self.pending = self.pending[:max_messages], self.pending[max_messages:]
@@ -44,27 +54,46 @@ class ListSource:
 
     def ack(self, messages: Sequence[Message]) -> None:
         self.acked.extend(messages)
+        self.ack_calls.append(len(messages))
+        self.events.append(("acked", [device_of_topic(m.topic) for m in messages]))
+
+
+def device_of_topic(topic: str) -> str:
+    return topic.split("/")[4]  # gridgate/v1/<community>/<family>/<device>/<channel>
+
+
+def device_of_line(line: str) -> str:
+    return line.split(",device=", 1)[1].split(",", 1)[0].split(" ", 1)[0]
 
 
 class FlakyWriter:
     """Fails `failures` times (retryable), refuses lines containing `refuse`, else stores."""
 
-    def __init__(self, failures: int = 0, refuse: str | None = None) -> None:
+    def __init__(
+        self, failures: int = 0, refuse: str | None = None, events: Events | None = None
+    ) -> None:
         self.failures = failures
         self.refuse = refuse
         self.lines: list[str] = []
         self.liveness: list[str] = []
         self.calls = 0
+        self.readings_per_write: list[int] = []  # reading lines of each successful write
+        self.events: Events = [] if events is None else events
 
     async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None:
         self.calls += 1
+        readings = [line for line in lines if not line.startswith("liveness,")]
         if self.failures:
             self.failures -= 1
+            self.events.append(("failed", [device_of_line(line) for line in readings]))
             raise StorageError("connection refused", retryable=True)
         if self.refuse and any(self.refuse in line for line in lines):
+            self.events.append(("failed", [device_of_line(line) for line in readings]))
             raise StorageError("partial write: field type conflict", retryable=False)
-        self.lines.extend(line for line in lines if not line.startswith("liveness,"))
+        self.lines.extend(readings)
         self.liveness.extend(line for line in lines if line.startswith("liveness,"))
+        self.readings_per_write.append(len(readings))
+        self.events.append(("written", [device_of_line(line) for line in readings]))
 
 
 def msg(i: int, data: dict[str, object] | None = None, raw: bytes | None = None) -> Message:
@@ -80,7 +109,7 @@ def msg(i: int, data: dict[str, object] | None = None, raw: bytes | None = None)
 async def run_pipeline(
     messages: list[Message], writer: FlakyWriter, tmp_path: Path, **cfg: float
 ) -> tuple[Pipeline, ListSource, DeadLetterStore]:
-    source = ListSource(messages)
+    source = ListSource(messages, writer.events)  # one event list: writes and acks in order
     store = DeadLetterStore(tmp_path / "dl.sqlite3")
     config = PipelineConfig(
         batch_size=int(cfg.get("batch_size", 10)), linger_s=0.01, retry_max_s=0.01
@@ -121,8 +150,21 @@ async def test_bad_input_is_dead_lettered_and_acked_without_raw_payload(tmp_path
     assert len(writer.lines) == 1 and len(source.acked) == 3
     assert pipeline.metrics.rejected == {"not_json": 1, "out_of_range": 1}
     assert store.count() == 2 and store.count("not_json") == 1
-    dumped = (tmp_path / "dl.sqlite3").read_bytes()
-    assert b"11010519491231002X" not in dumped and secret[:20] not in dumped
+    # What is on disk, read through SQLite by a second connection: the store is open in WAL
+    # mode, so its new rows are still in dl.sqlite3-wal and a raw read of dl.sqlite3 sees none.
+    with closing(sqlite3.connect(tmp_path / "dl.sqlite3")) as db:
+        rows = db.execute("SELECT * FROM dead_letters").fetchall()
+    assert sorted(row[3] for row in rows) == ["not_json", "out_of_range"]  # the rows are there
+    stored = "\n".join(str(value) for row in rows for value in row)
+    assert "11010519491231002X" not in stored and "张三" not in stored
+    assert secret[:20].decode(errors="replace") not in stored
+    # And the bytes of every file of the database once closed (WAL checkpointed into the main
+    # file), so nothing hides in a column the query above did not think of.
+    store.close()
+    dumped = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("dl.sqlite3*")))
+    assert b"out_of_range" in dumped  # the rows made it into the bytes read here
+    assert b"11010519491231002X" not in dumped and "张三".encode() not in dumped
+    assert secret[:20] not in dumped
 
 
 async def test_storage_outage_is_retried_and_nothing_acked_before_the_write(
@@ -132,6 +174,16 @@ async def test_storage_outage_is_retried_and_nothing_acked_before_the_write(
     pipeline, source, _ = await run_pipeline([msg(i) for i in range(5)], writer, tmp_path)
     assert pipeline.metrics.write_retries == 3
     assert len(writer.lines) == 5 and len(source.acked) == 5
+    # In the order things happened: every ack comes after the successful write of each of
+    # its messages' readings (three failed writes first, so an early ack would show).
+    assert [what for what, _ in writer.events][:3] == ["failed"] * 3
+    written: set[str] = set()
+    for what, devices in writer.events:
+        if what == "written":
+            written.update(devices)
+        elif what == "acked":
+            assert set(devices) <= written, f"acked before written: {set(devices) - written}"
+    assert written == {f"m-{i}" for i in range(5)}
 
 
 async def test_refused_point_is_isolated_and_the_rest_written(tmp_path: Path) -> None:
@@ -146,8 +198,12 @@ async def test_refused_point_is_isolated_and_the_rest_written(tmp_path: Path) ->
 @pytest.mark.parametrize("n", [1, 10, 25])
 async def test_batches_respect_batch_size(tmp_path: Path, n: int) -> None:
     writer = FlakyWriter()
-    pipeline, _, _ = await run_pipeline([msg(i) for i in range(n)], writer, tmp_path, batch_size=4)
-    assert pipeline.metrics.batches >= (n + 3) // 4
+    pipeline, source, _ = await run_pipeline(
+        [msg(i) for i in range(n)], writer, tmp_path, batch_size=4
+    )
+    # every message ready at once: the only thing that bounds a batch is batch_size
+    assert max(source.ack_calls) <= 4 and max(writer.readings_per_write) <= 4
+    assert sum(source.ack_calls) == n and pipeline.metrics.batches == len(source.ack_calls)
     assert len(writer.lines) == n
 
 
@@ -260,11 +316,10 @@ async def test_first_sight_and_silence_are_written_as_liveness_points(tmp_path: 
 
 
 def test_dead_letter_store_is_bounded(tmp_path: Path) -> None:
-    from gateway.deadletter import DeadLetter
 
     store = DeadLetterStore(tmp_path / "dl.sqlite3", max_rows=5)
     for i in range(12):
-        store.add_many([DeadLetter.of("t", str(i).encode(), "not_json", "", i)])
+        store.add_many([store.letter("t", str(i).encode(), "not_json", "", i)])
     assert store.count() <= 5 + 5  # pruned back to max_rows at every max_rows inserts
     assert store.recent(1)[0].received_ns == 11  # the newest are kept
 
@@ -312,12 +367,13 @@ async def test_alerts_are_accepted_before_the_batch_is_acked(tmp_path: Path) -> 
     accepted: list[Condition] = []
     failures = [2]
 
-    async def sink(conditions: list[Condition]) -> None:
+    async def sink(conditions: list[Condition]) -> list[Refusal]:
         assert source.acked == []  # nothing acked while the alert is not yet accepted
         if failures[0]:
             failures[0] -= 1
-            raise RuntimeError("registry busy")
+            raise StorageError("registry busy", retryable=True)
         accepted.extend(conditions)
+        return []
 
     pipeline = alerting_pipeline(
         source, writer, tmp_path, HighEnergyRule(), sink,
@@ -381,8 +437,9 @@ async def test_a_level_i_condition_does_not_wait_for_the_linger(
     source, writer = ListSource([msg(9)]), FlakyWriter()
     accepted: list[Condition] = []
 
-    async def sink(conditions: list[Condition]) -> None:
+    async def sink(conditions: list[Condition]) -> list[Refusal]:
         accepted.extend(conditions)
+        return []
 
     pipeline = alerting_pipeline(
         source, writer, tmp_path, rule, sink, PipelineConfig(batch_size=100, linger_s=60)

@@ -46,7 +46,8 @@ class Hub:
         return self._queues.get(queue, 0)
 
     def publish(self, payload: Mapping[str, Any]) -> int:
-        """Give every subscriber its own copy; returns how many subscribers there were."""
+        """Give every subscriber its own copy; returns how many subscribers received it (0:
+        nobody did — the delivery worker does not count that as sent)."""
         self.published += 1
         for queue in list(self._queues):
             item = dict(payload)

@@ -1,9 +1,10 @@
 """The delivery worker: takes due outbox items, sends them, records the outcome.
 
 Crash safety is the outbox's ordering: an item is marked sent only after the channel confirmed
-it (PUBACK, HTTP 2xx). A process killed in between leaves it pending; after its lease runs out
-(`lease_s`) a worker — this one restarted, or another process — sends it again with the SAME
-idempotency key, and receivers that deduplicate by that key see it exactly once.
+it (PUBACK, HTTP 2xx, a connected screen's queue took it). A process killed in between leaves
+it pending; after its lease runs out (`lease_s`) a worker — this one restarted, or another
+process — sends it again with the SAME idempotency key, and receivers that deduplicate by that
+key see it exactly once.
 
 Failures are retried with exponential backoff and jitter per channel (`RetryPolicy`): webhooks
 go dead after 8 attempts by default; MQTT never does (its failures are the broker being away,
@@ -260,10 +261,13 @@ class DeliveryWorker:
                 raise DeliveryError("no webhook sender configured", permanent=True)
             await self.webhook.send(item.target, item.wire_body(), delivery_id=item.idempotency_key)
         elif item.channel == "websocket":
-            # Screens are live views: handed to the hub is delivered, with or without viewers.
+            # Delivered only if a connected screen's queue took it: a hub with no subscriber
+            # (nothing serves the WebSocket yet) received nothing, so the item is not "sent" —
+            # it is retried, then dead with this reason, like any channel nobody answers on.
             if self.hub is None:
                 raise DeliveryError("no WebSocket hub configured")
-            self.hub.publish(item.wire_payload())
+            if self.hub.publish(item.wire_payload()) == 0:
+                raise DeliveryError("no WebSocket screen connected")
         else:
             raise DeliveryError(f"unknown channel {item.channel!r}", permanent=True)
 
