@@ -16,7 +16,6 @@ vendor's traffic.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,8 +34,17 @@ from devices.topics import is_valid_id
 
 ROUTES_FILE = "routes.yaml"
 COMMUNITY_PLACEHOLDER = "{community}"
-# Modules of the package that are not adapters even if they had a `decode`.
-_NOT_ADAPTERS = frozenset({"base", "registry"})
+# Every adapter, by the name routes.yaml gives it (its module in this package): registered by
+# name in one list, as Telegraf registers its plugins. A new vendor is a module and a line here.
+REGISTERED_ADAPTERS: tuple[str, ...] = (
+    "gridgate_json",
+    "dlt645",
+    "cjt188",
+    "vendor_access",
+    "vendor_gas",
+    "vendor_meter",
+    "vendor_wearable",
+)
 _ADAPTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_FILTER_BYTES = 65_535  # MQTT's limit for a topic filter
@@ -257,8 +265,11 @@ def _build_route(entry: RouteSpec, community: str) -> Route:
 
 def adapter_module(adapter: str) -> ModuleType:
     """The module `adapters.<adapter>`, checked to be an adapter; ConfigError otherwise."""
-    if not _ADAPTER_NAME.fullmatch(adapter) or adapter in _NOT_ADAPTERS:
+    if not _ADAPTER_NAME.fullmatch(adapter):
         raise ConfigError("not an adapter name")
+    if adapter not in REGISTERED_ADAPTERS:
+        known = ", ".join(REGISTERED_ADAPTERS)
+        raise ConfigError(f"unknown adapter: not one of {known} (adapters.registry)")
     qualified = f"{__package__}.{adapter}"
     try:
         module = importlib.import_module(qualified)
@@ -303,26 +314,15 @@ def default_registry(community: str = "+") -> AdapterRegistry:
 
 
 class _AdapterCatalog(Mapping[str, Adapter]):
-    """Every adapter module of the package by name, found on first use.
-
-    Lazy so that importing the registry does not import every vendor, and a new vendor
-    module is listed without editing this file.
-    """
+    """Every registered adapter by name, imported on first use (importing the registry does
+    not import every vendor)."""
 
     def __init__(self) -> None:
         self._found: dict[str, Adapter] | None = None
 
     def _adapters(self) -> dict[str, Adapter]:
         if self._found is None:
-            package = importlib.import_module(__package__ or "adapters")
-            found: dict[str, Adapter] = {}
-            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-                if info.name.startswith("_") or info.name in _NOT_ADAPTERS or info.ispkg:
-                    continue
-                module = importlib.import_module(f"{package.__name__}.{info.name}")
-                if _is_adapter(module):
-                    found[info.name] = module
-            self._found = found
+            self._found = {name: adapter_module(name) for name in REGISTERED_ADAPTERS}
         return self._found
 
     def __getitem__(self, key: str) -> Adapter:

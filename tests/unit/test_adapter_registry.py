@@ -251,9 +251,10 @@ GOOD = '  - {filter: "gridgate/v1/{community}/+/+/+", adapter: gridgate_json}\n'
         (one_route(adapter="Vendor-Access"), ["routes[0]", "not an adapter name"]),
         (one_route(adapter="../gateway"), ["routes[0]", "not an adapter name"]),
         (one_route(adapter="_frames"), ["routes[0]", "not an adapter name"]),
-        (one_route(adapter="registry"), ["routes[0]", "not an adapter name"]),
-        (one_route(adapter="base"), ["routes[0]", "not an adapter name"]),
-        (one_route(adapter="vendor_common"), ["routes[0]", "not an adapter"]),
+        # modules of the package that are not registered adapters
+        (one_route(adapter="registry"), ["routes[0]", "unknown adapter", "vendor_gas"]),
+        (one_route(adapter="base"), ["routes[0]", "unknown adapter"]),
+        (one_route(adapter="vendor_common"), ["routes[0]", "unknown adapter"]),
         # filters
         (one_route("vendor/#/event"), ["routes[0]", "'#'"]),
         (one_route("vendor/acs#"), ["routes[0]", "'#'"]),
