@@ -50,7 +50,7 @@ from gateway.alerts.store import (
     to_alert,
 )
 from gateway.registry import Registry
-from gateway.registry.store import chunks
+from gateway.registry.queries import chunks
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
-from devices.places import PlaceLevel, ancestor_keys
+from devices.places import PlaceLevel
 from gateway.alerts.model import Alert, Notification, Severity
 from gateway.registry import Registry, Role
-from gateway.registry.models import Place
 
 log = logging.getLogger(__name__)
 
@@ -423,10 +422,7 @@ class Router:
 
     def place_names(self, alert: Alert) -> tuple[str, ...]:
         """Display names from the community down to the alert's place ("" where unknown)."""
-        keys = ancestor_keys(alert.place)
-        with self._registry.reading() as s:
-            names = dict(s.execute(select(Place.id, Place.name).where(Place.id.in_(keys))).all())
-        return tuple(names.get(k, "") for k in keys)
+        return self._registry.place_names(alert.place)
 
     def plan(
         self,

@@ -1,10 +1,14 @@
 """Device and grid-member registry (R1.2, R3.3, R5.1): places, households, devices, members,
 and residents with their consent, known only by pseudonyms of their ID numbers.
 
-`Registry` is the store; `import_file` loads a property firm's fleet file (docs/fleet-file.md);
-`rekey_file` adds residents' pseudonyms under a new key after a key rotation.
+`Registry` is the entry point: a facade over repositories (`places`, `devices`, `members`,
+`residents`) that returns frozen values (`records`); the ORM tables (`_models`) are private to
+this package. `import_file` loads a property firm's fleet file (docs/fleet-file.md, parsed by
+`fleet`); `rekey_file` adds residents' pseudonyms under a new key after a key rotation;
+re-identification under graded approval is `reident`.
 """
 
+from gateway.registry.database import AuditSink
 from gateway.registry.importer import FleetFileError, ImportReport, import_file, rekey_file
 from gateway.registry.records import (
     AccessRole,
@@ -21,7 +25,8 @@ from gateway.registry.records import (
     Resident,
     Role,
 )
-from gateway.registry.store import AuditSink, ConsentCache, Registry
+from gateway.registry.residents import ConsentCache
+from gateway.registry.store import Registry
 
 __all__ = [
     "AccessRole",

@@ -33,7 +33,19 @@ from sqlalchemy.orm import Session
 
 from devices.errors import ConfigError
 from devices.places import KEY_SEP, PlaceLevel
-from gateway.registry.fleet_file import (
+from gateway.registry._models import (
+    Base,
+    ConsentSource,
+    Device,
+    HouseholdRow,
+    MemberChannel,
+    MemberRow,
+    MemberScope,
+    Place,
+    PseudonymRow,
+    ResidentRow,
+)
+from gateway.registry.fleet import (
     DeviceEntry,
     FileKind,
     FleetFile,
@@ -46,20 +58,9 @@ from gateway.registry.fleet_file import (
     parse_file,
 )
 from gateway.registry.identifiers import shown_id, shown_key
-from gateway.registry.models import (
-    Base,
-    ConsentSource,
-    Device,
-    HouseholdRow,
-    MemberChannel,
-    MemberRow,
-    MemberScope,
-    Place,
-    PseudonymRow,
-    ResidentRow,
-)
+from gateway.registry.queries import chunks
 from gateway.registry.records import ROLE_SCOPE_LEVELS, Role, level_of
-from gateway.registry.store import Registry, chunks
+from gateway.registry.store import Registry
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing
 from privacy.operators import pseudonymise

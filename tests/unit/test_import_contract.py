@@ -43,3 +43,33 @@ def test_package_imports_follow_the_architecture(package: str) -> None:
         for path in (ROOT / package).rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# The registry's ORM tables are private to gateway.registry: everyone else asks the `Registry`
+# and gets frozen values. A test that writes an old database's rows may reach in, and says so.
+REGISTRY_MODELS = {"gateway.registry._models", "gateway.registry.models"}
+MAY_IMPORT_REGISTRY_MODELS = {"tests/unit/test_registry_identifiers.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_only_the_registry_imports_its_orm_models() -> None:
+    registry = ROOT / "gateway" / "registry"
+    offenders = sorted(
+        name
+        for top in ("gateway", "devices", "adapters", "privacy", "simulators", "bench", "tests")
+        for path in (ROOT / top).rglob("*.py")
+        if not path.is_relative_to(registry)
+        and (name := str(path.relative_to(ROOT))) not in MAY_IMPORT_REGISTRY_MODELS
+        and imported_modules(path) & REGISTRY_MODELS
+    )
+    assert offenders == []

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from gateway.registry import FleetFileError, Registry, import_file
+from gateway.registry._models import Device, MemberRow, Place  # an old database's rows
 from gateway.registry.cli import main
 from gateway.registry.identifiers import (
     REDACTED,
@@ -21,7 +22,6 @@ from gateway.registry.identifiers import (
     shown_key,
     text_problem,
 )
-from gateway.registry.models import Device, MemberRow, Place
 from gateway.registry.records import AccessRole
 from privacy.keys import KeyRing
 

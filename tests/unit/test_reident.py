@@ -12,7 +12,7 @@ from gateway.audit_store import AuditStore
 from gateway.registry import Registry, import_file
 from gateway.registry.importer import rekey_file
 from gateway.registry.records import AccessRole, RequestStatus, Resident
-from gateway.reident import (
+from gateway.registry.reident import (
     EMERGENCY_ACTOR,
     InvalidRequest,
     NoSuchResident,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from devices.errors import GridgateError
 from devices.location import Location
 from devices.places import KEY_SEP, location_of
-from gateway.registry.models import (
+from gateway.registry._models import (
     PSEUDONYM_LEN,
     TEXT_LEN,
     PseudonymRow,
@@ -40,8 +40,9 @@ from gateway.registry.models import (
     ResidentRow,
     UserRoleRow,
 )
+from gateway.registry.database import AuditSink
 from gateway.registry.records import AccessRole, RequestStatus, Resident
-from gateway.registry.store import AuditSink, Registry
+from gateway.registry.store import Registry
 from privacy.audit import AuditAction, find_raw_identifier
 
 EMERGENCY_ACTOR = "gridgate:emergency"  # who "approves" an emergency grant: the rule itself

@@ -1,5 +1,9 @@
 """Registry tables (SQLAlchemy 2.0 declarative), portable between SQLite and PostgreSQL.
 
+Private to `gateway.registry`: its repositories read and write these rows and hand out frozen
+values (`records`) instead, so no caller outside the package holds a registry row
+(tests/unit/test_import_contract.py checks that nothing else imports this module).
+
 Enums are stored as their values in VARCHAR columns with CHECK constraints (``native_enum=False``)
 so adding a role or a channel kind never needs a PostgreSQL ``ALTER TYPE``.
 
