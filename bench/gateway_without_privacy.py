@@ -9,7 +9,7 @@ import sys
 
 from devices.info import DeviceInfo
 from devices.reading import Reading
-from gateway import cli, service
+from gateway import cli, runtime
 
 
 class NoPrivacy:
@@ -21,5 +21,5 @@ class NoPrivacy:
 
 
 if __name__ == "__main__":
-    setattr(service, "Deidentifier", NoPrivacy)  # noqa: B010  (patching on purpose)
+    setattr(runtime, "Deidentifier", NoPrivacy)  # noqa: B010  (patching on purpose)
     sys.exit(cli.main(["run", "--no-progress"]))

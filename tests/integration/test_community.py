@@ -48,20 +48,30 @@ def registered_community(
     return community, url, fleet
 
 
-async def simulate(
-    services: Services, args: list[str], record: Path
-) -> tuple[dict[str, Any], Expected]:
-    """`gridgate simulate --households …` as a real process: its JSON report, and the record
-    of what it sent taken from the readings it generated (tests.integration.sim_record)."""
+async def _simulator(services: Services, command: list[str], args: list[str]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.sim_record", "--record-out", str(record),
-        *args, "--quiet", "--host", services.mqtt_host, "--port", str(services.mqtt_port),
+        sys.executable, "-m", *command, *args, "--quiet",
+        "--host", services.mqtt_host, "--port", str(services.mqtt_port),
         cwd=ROOT, stdout=subprocess.PIPE,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, out[-2000:]
     report: dict[str, Any] = json.loads(out)
-    return report, Expected.load(record)
+    return report
+
+
+async def simulate(services: Services, args: list[str]) -> dict[str, Any]:
+    """`gridgate simulate --households …` as a real process: its JSON report."""
+    return await _simulator(services, ["gateway.cli", "simulate"], args)
+
+
+async def simulate_recorded(
+    services: Services, args: list[str], record: Path
+) -> tuple[dict[str, Any], Expected]:
+    """The same, with the record of what it sent, taken from the readings it generated
+    (tests.integration.sim_record), never from the product's adapters."""
+    command = ["tests.integration.sim_record", "--record-out", str(record)]
+    return await _simulator(services, command, args), Expected.load(record)
 
 
 async def stored_counts(influx: InfluxV1Client) -> dict[tuple[str, str], int]:
@@ -97,7 +107,7 @@ async def test_3000_households_land_with_registry_locations_and_exact_counts(
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url)
     try:
         async with running_gateway(settings) as metrics:
-            report, expected = await simulate(
+            report, expected = await simulate_recorded(
                 services,
                 ["--households", "3000", "--speed", "600", "--duration", "10", "--seed", "11",
                  "--community", unique, "--fleet-out", str(fleet)],
