@@ -77,7 +77,7 @@ async def _run(settings: Settings, progress: bool) -> int:
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     """The simulated community through the real services: fleet → registry → gateway."""
-    from gateway.audit_store import AuditStore
+    from gateway.audit.store import AuditStore
     from gateway.registry import Registry
     from gateway.registry.importer import import_file
     from gateway.runtime import load_keyring, run_gateway
@@ -263,7 +263,7 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway import audit_cli
+    from gateway.audit import cli as audit_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 audit_path=settings.audit_path,
             )
         if args.command == "audit":
-            from gateway import audit_cli
+            from gateway.audit import cli as audit_cli
 
             return audit_cli.run(args, settings.audit_path, settings.registry_url)
         _tune_gc()

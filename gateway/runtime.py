@@ -23,13 +23,13 @@ from typing import Self
 from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
 from gateway.alerts.service import AlertConfig, AlertService
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.backoff import Backoff
 from gateway.deadletter import DeadLetterStore
 from gateway.directory import DeviceSnapshot
-from gateway.ingest import PahoSource
 from gateway.liveness import LivenessTracker
 from gateway.metrics import GatewayMetrics
+from gateway.mqtt.source import PahoSource
 from gateway.pipeline import Pipeline, PipelineConfig
 from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_keepalive_s: int = Field(default=30, ge=5)
-    # paho with bulk receive/ack (gateway/paho_fast.py); false = the stock paho client.
+    # paho with bulk receive/ack (gateway/mqtt/paho_fast.py); false = the stock paho client.
     mqtt_bulk_client: bool = True
     # Which community's topics to subscribe to ("+" = every community on the broker).
     community: str = Field(default="+", pattern=r"^(\+|[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")

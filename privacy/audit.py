@@ -4,7 +4,7 @@ Each record carries the SHA-256 of the record before it, and its own hash covers
 so any edit, deletion or reordering breaks the chain at a record `verify` can name. Deleting
 the *newest* records leaves a valid shorter chain; only an anchor kept elsewhere (the last
 sequence number and hash, e.g. printed by ``gridgate audit show`` into an operator's logbook)
-reveals that. Storage is not here: `gateway.audit_store` keeps the records.
+reveals that. Storage is not here: `gateway.audit.store` keeps the records.
 
 Details hold ids, pseudonyms, counts and flags, never raw personal data: an audit log every
 auditor may read must not itself become the leak. `check_details` refuses strings that look

@@ -37,7 +37,7 @@ from gateway.alerts.model import Alert, Condition, Refusal
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
 from gateway.alerts.store import BatchAuditSink
-from gateway.audit_store import AuditLogError
+from gateway.audit.store import AuditLogError
 from gateway.registry import Registry
 from privacy.audit import AuditRefused
 

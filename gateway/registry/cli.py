@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from devices.errors import ConfigError
-from gateway.audit_store import AuditLogError, AuditStore
+from gateway.audit.store import AuditLogError, AuditStore
 from gateway.registry.identifiers import (
     shown_id,
     shown_place_name,

@@ -19,7 +19,7 @@ from privacy.audit import AuditAction, AuditRecord
 
 
 class AuditSink(Protocol):
-    """Where the registry writes audit records: `gateway.audit_store.AuditStore`."""
+    """Where the registry writes audit records: `gateway.audit.store.AuditStore`."""
 
     def append(
         self,

@@ -24,7 +24,7 @@ import pytest
 
 from gateway.alerts.delivery import Outbox, OutboxState
 from gateway.alerts.store import AlertStore
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import gateway_env, start_gateway_process, wait_for

@@ -43,7 +43,7 @@ from gateway.alerts.delivery.webhook import (
     SECRETS_ENV,
 )
 from gateway.alerts.model import Notification
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry.store import Registry
 from tests.integration.conftest import ROOT, Services
 from tests.integration.mqtt_util import drop_session

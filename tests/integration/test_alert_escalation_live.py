@@ -21,7 +21,7 @@ from devices.reading import Reading
 from gateway.alerts.lifecycle import Lifecycle
 from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from gateway.settings import Settings
 from simulators.community import Community, CommunityDevice, Equipment

@@ -27,7 +27,7 @@ from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
 from gateway.alerts.store import unbacked_alert_records
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.deadletter import DeadLetterStore
 from gateway.registry import Registry, import_file
 from gateway.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.store import AlertStore
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, wait_for

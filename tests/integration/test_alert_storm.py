@@ -23,7 +23,7 @@ from devices.places import PlaceLevel
 from gateway.alerts.delivery import Outbox
 from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from tests.integration.conftest import Services
 from tests.integration.gateway_util import running_gateway, wait_for

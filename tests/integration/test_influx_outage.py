@@ -60,7 +60,7 @@ async def wait_until(what: str, timeout_s: float, check: Callable[[], Awaitable[
 
 def pipeline_log(log_path: Path) -> str:
     """The gateway log's last lines about ingestion (not the alerts these readings raise)."""
-    keep = ("gateway.pipeline", "gateway.ingest", "gridgate:", "Traceback", "Error")
+    keep = ("gateway.pipeline", "gateway.mqtt.source", "gridgate:", "Traceback", "Error")
     lines = [ln for ln in log_path.read_text().splitlines() if any(k in ln for k in keep)]
     return "\n".join(lines[-30:])
 

@@ -89,7 +89,7 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
     settings = settings_for(services, unique, influx_db, tmp_path).model_copy(
         update={"mqtt_port": broker.port}
     )
-    caplog.set_level(logging.INFO, logger="gateway.ingest")
+    caplog.set_level(logging.INFO, logger="gateway.mqtt.source")
 
     def logged(text: str) -> list[str]:
         return [r.getMessage() for r in caplog.records if text in r.getMessage()]

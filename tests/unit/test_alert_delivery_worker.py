@@ -24,7 +24,7 @@ from gateway.alerts.delivery import (
     member_topic,
 )
 from gateway.alerts.model import Notification
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry.store import Registry
 from privacy.audit import AuditAction
 

@@ -26,7 +26,7 @@ from gateway.alerts.escalation import Escalator
 from gateway.alerts.model import OPEN_STATES, AlertState, Condition, Notification, Severity
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.store import AlertRow, AlertStore, AlertTx
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, import_file
 from gateway.registry import store as registry_store
 from privacy.audit import AuditAction

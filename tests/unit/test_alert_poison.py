@@ -18,11 +18,11 @@ from devices.families import Family
 from devices.liveness import LivenessEvent
 from devices.location import Location
 from devices.places import PlaceLevel, place_at
-from gateway import audit_cli
 from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.alerts.service import ALERT_REFUSED, DELIVERY_FAILED, AlertConfig, AlertService
 from gateway.alerts.store import ROLLED_BACK, AlertRow, unbacked_alert_records
-from gateway.audit_store import AuditStore
+from gateway.audit import cli as audit_cli
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, import_file
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing

@@ -22,8 +22,8 @@ from devices.places import PlaceLevel
 from devices.reading import Reading
 from gateway.alerts.model import Condition, Refusal, Severity
 from gateway.deadletter import DeadLetterStore
-from gateway.ingest import Message
 from gateway.liveness import LivenessTracker
+from gateway.mqtt.source import Message
 from gateway.pipeline import AlertSink, Pipeline, PipelineConfig
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing

@@ -17,7 +17,7 @@ from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
 from gateway.deadletter import DeadLetterStore
-from gateway.ingest import Message
+from gateway.mqtt.source import Message
 from gateway.pipeline import Pipeline, PipelineConfig, _Batch
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit_cli import main as audit_main
-from gateway.audit_store import AuditLogError, AuditStore
+from gateway.audit.cli import main as audit_main
+from gateway.audit.store import AuditLogError, AuditStore
 from privacy.audit import AuditAction
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devices.location import Location
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import ConsentCache, FleetFileError, Registry, import_file
 from gateway.registry.cli import main as registry_main
 from gateway.registry.importer import rekey_file

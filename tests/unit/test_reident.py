@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devices.location import Location
-from gateway.audit_store import AuditStore
+from gateway.audit.store import AuditStore
 from gateway.registry import Registry, import_file
 from gateway.registry.importer import rekey_file
 from gateway.registry.records import AccessRole, RequestStatus, Resident

@@ -54,7 +54,7 @@ class WebhookSenderLike(Protocol):
 
 
 class AuditSink(Protocol):
-    """`gateway.audit_store.AuditStore`."""
+    """`gateway.audit.store.AuditStore`."""
 
     def append(
         self,

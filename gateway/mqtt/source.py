@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from gateway import paho_fast
+from gateway.mqtt import paho_fast
 
 log = logging.getLogger(__name__)
 
