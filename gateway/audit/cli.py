@@ -4,7 +4,7 @@ Exit status: 0 the chain is intact (or shown); 1 the chain is broken, with the f
 record named as ``audit: BROKEN at record #SEQ: <problem>``; 2 the log cannot be opened.
 Both commands open the log read-only, so checking a copy handed to an auditor changes nothing.
 
-Until `gateway/cli.py` wires it in, ``python -m gateway.audit.cli`` runs it standalone against
+`gridgate audit` (gateway.cli) runs it; ``python -m gateway.audit.cli`` runs it standalone against
 ``GRIDGATE_AUDIT_PATH``.
 """
 

@@ -12,7 +12,7 @@ that may carry secrets) are never printed. Problems never echo a refused value. 
 ``<redacted>`` for any id, code or name that holds a personal identifier (a registry written
 before the importer refused them may hold one; rules in `gateway.registry.identifiers`).
 
-Until `gateway/cli.py` wires it in, ``python -m gateway.registry.cli`` runs it standalone
+`gridgate registry` (gateway.cli) runs it; ``python -m gateway.registry.cli`` runs it standalone
 against ``GRIDGATE_REGISTRY_URL``, ``GRIDGATE_AUDIT_PATH`` and the key ring of
 ``GRIDGATE_PSEUDONYM_KEYS`` / ``GRIDGATE_PSEUDONYM_KEY_FILE``.
 """
