@@ -24,13 +24,13 @@ from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
 from gateway.alerts.service import AlertConfig, AlertService
 from gateway.audit.store import AuditStore
-from gateway.backoff import Backoff
-from gateway.deadletter import DeadLetterStore
-from gateway.directory import DeviceSnapshot
-from gateway.liveness import LivenessTracker
-from gateway.metrics import GatewayMetrics
 from gateway.mqtt.source import PahoSource
-from gateway.pipeline import Pipeline, PipelineConfig
+from gateway.pipeline.backoff import Backoff
+from gateway.pipeline.core import Pipeline, PipelineConfig
+from gateway.pipeline.deadletter import DeadLetterStore
+from gateway.pipeline.directory import DeviceSnapshot
+from gateway.pipeline.liveness import LivenessTracker
+from gateway.pipeline.metrics import GatewayMetrics
 from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client

@@ -48,7 +48,8 @@ LEAK_FLOW_M3H = 0.06  # a running toilet: 1 L/min, visible in every half hour at
 LEAK_SPAN_S = 24 * 3600  # "usage in every half-hour of a whole day"
 OFFLINE_SPAN_MIN_S = 30 * 60
 LIVENESS_TIMEOUT_S: Mapping[str, float] = {"mains": 600.0, "battery": 4 * 3600.0}
-"""The gateway's default offline timeouts per power class (gateway.liveness), real seconds."""
+"""The gateway's default offline timeouts per power class (gateway.pipeline.liveness), in real
+seconds."""
 
 # Expected rejections when the gateway runs with the registry (unknown devices refused): the
 # malformed cases that decode cleanly use made-up ids, so the registry refuses them first.

@@ -11,8 +11,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from gateway.metrics import GatewayMetrics
-from gateway.progress import report_progress
+from gateway.cli.progress import report_progress
+from gateway.pipeline.metrics import GatewayMetrics
 from gateway.settings import Settings
 
 log = logging.getLogger("gridgate")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from gateway.metrics import GatewayMetrics
+from gateway.pipeline.metrics import GatewayMetrics
 from gateway.runtime import run_gateway
 from gateway.settings import Settings
 from privacy.keys import KeyRing

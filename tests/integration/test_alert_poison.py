@@ -28,7 +28,7 @@ from devices.location import Location
 from devices.reading import Reading
 from gateway.alerts.store import unbacked_alert_records
 from gateway.audit.store import AuditStore
-from gateway.deadletter import DeadLetterStore
+from gateway.pipeline.deadletter import DeadLetterStore
 from gateway.registry import Registry, import_file
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client

@@ -16,7 +16,7 @@ from adapters import gridgate_json
 from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
-from gateway.deadletter import DeadLetterStore
+from gateway.pipeline.deadletter import DeadLetterStore
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import qualified, rp_name
 from tests.integration.conftest import Services

@@ -5,7 +5,7 @@ from datetime import date
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
-from gateway.liveness import NS, LivenessTracker
+from gateway.pipeline.liveness import NS, LivenessTracker
 
 LOC = Location("c1", "g01", "b03", "u2", "1201")
 

@@ -21,10 +21,10 @@ from devices.location import Location
 from devices.places import PlaceLevel
 from devices.reading import Reading
 from gateway.alerts.model import Condition, Refusal, Severity
-from gateway.deadletter import DeadLetterStore
-from gateway.liveness import LivenessTracker
 from gateway.mqtt.source import Message
-from gateway.pipeline import AlertSink, Pipeline, PipelineConfig
+from gateway.pipeline.core import AlertSink, Pipeline, PipelineConfig
+from gateway.pipeline.deadletter import DeadLetterStore
+from gateway.pipeline.liveness import LivenessTracker
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
 from privacy.policy import load_policy

@@ -16,9 +16,9 @@ from adapters.registry import default_registry
 from devices.families import Family
 from devices.info import DeviceInfo
 from devices.location import Location
-from gateway.deadletter import DeadLetterStore
 from gateway.mqtt.source import Message
-from gateway.pipeline import Pipeline, PipelineConfig, _Batch
+from gateway.pipeline.core import Pipeline, PipelineConfig, _Batch
+from gateway.pipeline.deadletter import DeadLetterStore
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
 from privacy.policy import load_policy

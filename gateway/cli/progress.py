@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-from gateway.metrics import GatewayMetrics
+from gateway.pipeline.metrics import GatewayMetrics
 
 
 def summary_line(m: GatewayMetrics, prev: tuple[int, int], elapsed_s: float) -> str:

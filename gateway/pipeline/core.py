@@ -27,11 +27,11 @@ from devices.location import Location
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
 from gateway.alerts.model import Condition, Refusal, Severity
-from gateway.backoff import Backoff
-from gateway.deadletter import DeadLetter, DeadLetterStore
-from gateway.liveness import LivenessTracker
-from gateway.metrics import GatewayMetrics
 from gateway.mqtt.source import Message, MessageSource
+from gateway.pipeline.backoff import Backoff
+from gateway.pipeline.deadletter import DeadLetter, DeadLetterStore
+from gateway.pipeline.liveness import LivenessTracker
+from gateway.pipeline.metrics import GatewayMetrics
 from gateway.registry.identifiers import place_name_problem
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
 from privacy.identifiers import find_identifier
