@@ -34,7 +34,7 @@ from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.registry.identifiers import place_name_problem
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
-from privacy.identifiers import find_identifier
+from privacy.identifiers import IdentifierShape, find_identifier
 from privacy.redact import redact_topic
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,8 @@ class Pipeline:
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
         self._reject_log = _RateLimitedLog()
-        # (is a place code, id or code) → "" (fine) or what it looks like
-        self._identifier_verdicts: dict[tuple[bool, str], str] = {}
+        # (is a place code, loose check, id or code) → "" (fine) or what it looks like
+        self._identifier_verdicts: dict[tuple[bool, bool, str], str] = {}
 
     # -- per message ----------------------------------------------------------------------
 
@@ -272,16 +272,16 @@ class Pipeline:
         reading = stamp_and_check(
             reading, msg.received_ns, self.clock_ns(), cfg.max_past_s, cfg.max_future_s
         )
-        self._check_identifiers(reading.device_id, "device id")
-        if self.directory is None:
-            self._check_location(reading.location)
-            return reading, None
-        info = self.directory.lookup(reading.device_id)
+        info = None if self.directory is None else self.directory.lookup(reading.device_id)
         if info is None:
-            if self.config.require_registration:
+            if self.directory is not None and self.config.require_registration:
                 raise RejectedInput("unregistered", "device is not in the registry")
-            self._check_location(reading.location)
+            # Nobody vouched for these: an id or code that merely *holds* an identifier-shaped
+            # run (a phone behind a stray digit) is refused too — the loose check.
+            self._check_identifiers(reading.device_id, "device id", loose=True)
+            self._check_location(reading.location, loose=True)
             return reading, None
+        self._check_identifiers(reading.device_id, "device id")
         if info.family is not reading.family:
             raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
         self._check_location(info.location)  # a registry from before codes were checked
@@ -294,29 +294,37 @@ class Pipeline:
             reading = reading.with_location(info.location)
         return reading, info
 
-    def _check_identifiers(self, text: str, where: str, *, place: bool = False) -> None:
+    def _check_identifiers(
+        self, text: str, where: str, *, place: bool = False, loose: bool = False
+    ) -> None:
         """Refuse an id shaped like an ID number, a phone, a plate or a name, or a place code
-        holding one of those or a person's name (R3.2): it would become a tag. Verdicts are
-        cached: ids repeat, and the check is a regex scan."""
-        verdict = self._identifier_verdicts.get((place, text))
+        holding one of those or a person's name (R3.2): it would become a tag. `loose` also
+        refuses text that merely holds such a run (for what the registry did not vouch for;
+        a registered 12-digit meter address may hold one by chance). Verdicts are cached: ids
+        repeat, and the check is a regex scan."""
+        key = (place, loose, text)
+        verdict = self._identifier_verdicts.get(key)
         if verdict is None:
             if len(self._identifier_verdicts) >= _MAX_VERDICTS:
                 self._identifier_verdicts.clear()
+            shape = find_identifier(text, loose=loose)
             if place:
-                verdict = "personal data" if place_name_problem(text) else ""
+                personal = place_name_problem(text) or (
+                    loose and shape is not None and shape is not IdentifierShape.NAME
+                )
+                verdict = "personal data" if personal else ""
             else:
-                shape = find_identifier(text)
                 verdict = "" if shape is None else f"a {shape.value}"
-            self._identifier_verdicts[place, text] = verdict
+            self._identifier_verdicts[key] = verdict
         if verdict:
             raise RejectedInput("identifier_shaped", f"{where} looks like {verdict}")
 
-    def _check_location(self, location: Location) -> None:
-        """A place from the payload (no registry entry): every code is checked. Chinese
-        place codes (3号楼) are places, not names; a person's name or a number is not."""
+    def _check_location(self, location: Location, *, loose: bool = False) -> None:
+        """Every code of a place: Chinese place codes (3号楼) are places, not names; a
+        person's name or a number is not."""
         for level, code in zip(PLACE_LEVELS, astuple_location(location), strict=True):
             if code:
-                self._check_identifiers(code, f"loc.{level}", place=True)
+                self._check_identifiers(code, f"loc.{level}", place=True, loose=loose)
 
     def _liveness_changed(self, event: LivenessEvent) -> str:
         for listener in self.liveness_listeners:
