@@ -64,7 +64,8 @@ class Deidentify(Protocol):
 
 
 class RuleEvaluator(Protocol):
-    """The alert rules (gateway.alerts.rules.RuleEngine) as the pipeline sees them."""
+    """The alert rules as the pipeline sees them (gateway.alerts.service.TimedRules, which
+    wraps gateway.alerts.rules.RuleEngine with the device-clock timeline)."""
 
     def on_reading(
         self, reading: Reading, device: DeviceInfo | None, *, device_clock: bool = True
