@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,16 +26,12 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import ROOT, Services
-from tests.integration.gateway_util import gateway_env, start_gateway_process
-from tests.integration.mqtt_util import drop_session
-from tests.integration.test_alert_scenarios import Members
-from tests.integration.test_alert_storm import storm_outcome
-from tests.integration.test_community import registered_community
-
-HOST = "127.0.0.1"
-MQTT_PORT = int(os.environ.get("GRIDGATE_MQTT_PORT", "18830"))
-INFLUX_URL = f"http://{HOST}:{int(os.environ.get('GRIDGATE_INFLUX_PORT', '18086'))}"
+from bench.alert_latency import Gateway, clean_env
+from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, ROOT
+from simulators.mqtt_tools import drop_session
+from tests.support.members import Members
+from tests.support.registered import key_file, registered_community
+from tests.support.storm import storm_outcome
 
 
 def say(text: str) -> None:
@@ -45,24 +39,35 @@ def say(text: str) -> None:
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:
-    services = Services(HOST, MQTT_PORT, INFLUX_URL)
     code = "st" + uuid.uuid4().hex[:8]
     database = f"gg_{code}"
     say(f"registering a {args.households}-household community ({code})")
     _, registry_url, fleet = registered_community(args.households, args.seed, code, tmp)
-    env = gateway_env(services, code, database, tmp) | {
-        "GRIDGATE_REQUIRE_REGISTRATION": "true",
-        "GRIDGATE_REGISTRY_URL": registry_url,
-        "GRIDGATE_AUDIT_PATH": str(tmp / "audit.sqlite3"),
-        "GRIDGATE_BATCH_SIZE": "5000",
-        "GRIDGATE_LINGER_MS": "200",
-    }
-    members = Members(services, code)
-    gateway = start_gateway_process(env, tmp / "gateway.log")
+    client_id = f"gw-{code}"
+    env = clean_env(
+        GRIDGATE_PSEUDONYM_KEY_FILE=str(key_file(tmp)),
+        GRIDGATE_MQTT_HOST=HOST,
+        GRIDGATE_MQTT_PORT=str(MQTT_PORT),
+        GRIDGATE_MQTT_CLIENT_ID=client_id,
+        GRIDGATE_INFLUX_URL=INFLUX_URL,
+        GRIDGATE_INFLUX_DATABASE=database,
+        GRIDGATE_COMMUNITY=code,
+        GRIDGATE_DEADLETTER_PATH=str(tmp / "deadletter.sqlite3"),
+        GRIDGATE_REQUIRE_REGISTRATION="true",
+        GRIDGATE_REGISTRY_URL=registry_url,
+        GRIDGATE_AUDIT_PATH=str(tmp / "audit.sqlite3"),
+        GRIDGATE_BATCH_SIZE="5000",
+        GRIDGATE_LINGER_MS="200",
+        GRIDGATE_LOG_LEVEL="INFO",
+    )
+    members = Members(HOST, MQTT_PORT, code)
+    gateway = Gateway(env)
+    gateway.start()
     sim_s = args.minutes * 60 + 120  # the storm starts after a minute and is watched a minute
     real_s = sim_s / args.speed
     say(f"storm of {args.minutes} min at {args.speed:g}× ({real_s:.0f} s real), hostile input too")
     try:
+        await asyncio.to_thread(gateway.wait_ready)
         sim = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "simulate", "--quiet",
             "--households", str(args.households), "--speed", str(args.speed),
@@ -85,10 +90,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         say("storm over; waiting for the outbox to drain")
         outcome = await storm_outcome(registry_url, tmp / "audit.sqlite3", members)
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(gateway.wait, 60)
+        await asyncio.to_thread(gateway.stop)
         members.close()
-        drop_session(HOST, MQTT_PORT, env["GRIDGATE_MQTT_CLIENT_ID"])
+        drop_session(HOST, MQTT_PORT, client_id)
         async with httpx.AsyncClient() as influx:
             await influx.post(f"{INFLUX_URL}/query", params={"q": f'DROP DATABASE "{database}"'})
 

@@ -19,7 +19,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.unit.test_alert_engine import build_world, cond
+from devices.places import PlaceLevel, place_at
+from gateway.alerts.engine import AlertEngine
+from gateway.alerts.model import Condition, Severity
+from gateway.audit.store import AuditStore
+from gateway.registry import Registry
+from simulators.community import CommunityDevice, Equipment
+from tests.support.registered import registered_community
+
+
+def gas_leak(device: CommunityDevice, key: str = "gas_lel", *, active: bool = True) -> Condition:
+    """What the gas rule reports for `device`'s room (`active=False`: the reading was fine)."""
+    return Condition(
+        rule_id=f"rule-{key}",
+        key=key,
+        kind="gas_leak",
+        severity=Severity.I,
+        location=place_at(device.location, PlaceLevel.ROOM),
+        level=PlaceLevel.ROOM,
+        at_ns=time.time_ns(),
+        active=active,
+        device_id=device.device_id,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,27 +49,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="calls measured")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        world = build_world(Path(tmp))
+        community, registry_url, _ = registered_community(60, 0, "idle", Path(tmp))
+        detector = next(d for d in community.devices if d.equipment is Equipment.GAS_DETECTOR)
+        registry = Registry.open(registry_url)
+        audit = AuditStore(Path(tmp) / "audit.sqlite3")
+        engine = AlertEngine(registry, audit)
         try:
-            world.engine.handle([cond()])  # one open alert, so the read has something to find
+            engine.handle([gas_leak(detector)])  # one open alert, so the read has something to find
             locker = sqlite3.connect(
                 Path(tmp) / "registry.sqlite3", isolation_level=None, timeout=0
             )
             locker.execute("BEGIN IMMEDIATE")  # another process is writing
-            endings = [cond(f"k{i}", active=False) for i in range(args.endings)]
+            endings = [gas_leak(detector, f"k{i}", active=False) for i in range(args.endings)]
             times = []
             try:
                 for _ in range(args.rounds):
                     started = time.perf_counter()
-                    changes = world.engine.handle(endings)
+                    changes = engine.handle(endings)
                     times.append(time.perf_counter() - started)
                     assert changes == []
             finally:
                 locker.execute("ROLLBACK")
                 locker.close()
         finally:
-            world.registry.close()
-            world.audit.close()
+            registry.close()
+            audit.close()
     times.sort()
     print(
         f"{args.endings} idle endings with the write lock held elsewhere, {args.rounds} calls:"

@@ -88,8 +88,8 @@ from gateway.alerts.rules import EventRule, load_rules
 from gateway.alerts.store import AlertRow
 from gateway.registry import Registry
 from privacy.keys import KeyRing
-from tests.integration.mqtt_util import drop_session
-from tests.integration.test_community import registered_community
+from simulators.mqtt_tools import drop_session
+from tests.support.registered import registered_community
 
 MEMBER_TOPICS = "gridgate/alerts/member/#"
 START_TIMEOUT_S = 60.0

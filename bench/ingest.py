@@ -33,7 +33,7 @@ from devices.location import Location
 from devices.reading import Reading
 from gateway.storage.retention import qualified
 from privacy.keys import KeyRing
-from tests.integration.mqtt_util import drop_session, publish_all
+from simulators.mqtt_tools import drop_session, publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

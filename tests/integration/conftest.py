@@ -11,19 +11,12 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.services import ROOT, Services
 
-
-@dataclass(frozen=True)
-class Services:
-    mqtt_host: str
-    mqtt_port: int
-    influx_url: str
+__all__ = ["ROOT", "Services"]  # still importable from here (tests/integration/test_privacy_leak*)
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,14 @@ from gateway.alerts.delivery import Outbox, OutboxState
 from gateway.alerts.store import AlertStore
 from gateway.audit.store import AuditStore
 from gateway.registry import Registry
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import gateway_env, start_gateway_process, wait_for
-from tests.integration.mqtt_util import drop_session, publish_all
-from tests.integration.test_alert_escalation_live import gas_detectors, leaking
-from tests.integration.test_alert_scenarios import FIRST_RESPONDERS, Members
-from tests.integration.test_community import registered_community
-from tests.integration.webhook_receiver import SECRET, running_receiver
+from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.community import gas_detectors, leaking
+from tests.support.gateway_util import gateway_env, start_gateway_process
+from tests.support.members import FIRST_RESPONDERS, Members
+from tests.support.polling import wait_for
+from tests.support.registered import registered_community
+from tests.support.services import Services
+from tests.support.webhook_receiver import SECRET, running_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +110,7 @@ async def test_killed_between_raised_and_delivered_delivers_exactly_once_after_r
             # 2. Broker and webhook back, gateway restarted.
             receiver.answer = lambda hit, nth: 200
             with members_broker(port, tmp_path):
-                members = Members(Services("127.0.0.1", port, services.influx_url), unique)
+                members = Members("127.0.0.1", port, unique)
                 gateway = start_gateway_process(env, log)
                 try:
                     await wait_for(

@@ -45,16 +45,16 @@ from gateway.alerts.delivery.webhook import (
 from gateway.alerts.model import Notification
 from gateway.audit.store import AuditStore
 from gateway.registry.store import Registry
-from tests.integration.conftest import ROOT, Services
-from tests.integration.mqtt_util import drop_session
-from tests.integration.webhook_receiver import SECRET, Receiver, running_receiver
+from simulators.mqtt_tools import drop_session
+from tests.support.services import ROOT, Services
+from tests.support.webhook_receiver import SECRET, Receiver, running_receiver
 
 pytestmark = pytest.mark.integration
 
 PSEUDONYM = "k1:abcdefghijklmnopqrstuvwxyz"
 
 
-# -- a real webhook receiver (tests.integration.webhook_receiver) ----------------------------
+# -- a real webhook receiver (tests.support.webhook_receiver) ----------------------------------
 
 
 @pytest.fixture

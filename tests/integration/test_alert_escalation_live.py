@@ -15,22 +15,20 @@ from typing import Any
 
 import pytest
 
-from adapters import gridgate_json
-from devices.families import Channel, Family
-from devices.reading import Reading
 from gateway.alerts.lifecycle import Lifecycle
 from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
 from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from gateway.settings import Settings
-from simulators.community import Community, CommunityDevice, Equipment
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import running_gateway, wait_for
-from tests.integration.mqtt_util import drop_session, publish_all
-from tests.integration.test_alert_scenarios import FIRST_RESPONDERS, Members
-from tests.integration.test_community import community_settings, registered_community
-from tests.integration.webhook_receiver import SECRET, Receiver, running_receiver
+from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.gateway_util import running_gateway
+from tests.support.members import FIRST_RESPONDERS, Members
+from tests.support.polling import wait_for
+from tests.support.registered import registered_community
+from tests.support.services import Services
+from tests.support.webhook_receiver import SECRET, Receiver, running_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -47,34 +45,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now_ns += int(seconds * S)
-
-
-def gas_detectors(community: Community) -> list[CommunityDevice]:
-    """Gas detectors speaking gridgate JSON, one per unit."""
-    by_unit: dict[tuple[str, str], CommunityDevice] = {}
-    for d in community.devices:
-        if d.equipment is Equipment.GAS_DETECTOR and d.adapter == "gridgate_json":
-            by_unit.setdefault((d.location.building, d.location.unit), d)
-    return list(by_unit.values())
-
-
-def leaking(device: CommunityDevice) -> list[tuple[str, bytes]]:
-    """60 %LEL for longer than the rule's 10 s minimum duration (device clock)."""
-    now = time.time_ns()
-    return [
-        gridgate_json.encode(
-            Reading(
-                device_id=device.device_id,
-                family=Family.SAFETY,
-                channel=Channel.TELEMETRY,
-                kind="telemetry",
-                time_ns=now - ago * S,
-                location=device.location,
-                values={"detector": "gas", "gas_lel_pct": 60.0},
-            )
-        )
-        for ago in (30, 15, 1)
-    ]
 
 
 def fast_escalation_settings(
@@ -108,7 +78,7 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
     ignored, taken = gas_detectors(community)[:2]
     settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
     clock = FakeClock()
-    members = Members(services, unique)
+    members = Members(services.mqtt_host, services.mqtt_port, unique)
     with Registry.open(registry_url) as registry:
         role_of = {m.id: m.role for m in registry.members()}
         first = {m.id for m in registry.members_for(ignored.location, FIRST_RESPONDERS)}
@@ -212,7 +182,7 @@ async def dead_webhook_raises_alert(
     detector = gas_detectors(community)[0]
     settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
     clock = FakeClock()
-    members = Members(services, unique)
+    members = Members(services.mqtt_host, services.mqtt_port, unique)
     with Registry.open(registry_url) as registry:
         duty_desk = {m.id for m in registry.members_for(detector.location, [Role.DUTY_DESK])}
     try:

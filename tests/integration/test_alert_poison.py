@@ -33,9 +33,10 @@ from gateway.registry import Registry, import_file
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import running_gateway, settings_for, wait_for
-from tests.integration.mqtt_util import drop_session, publish_all
+from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.gateway_util import running_gateway, settings_for
+from tests.support.polling import wait_for
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

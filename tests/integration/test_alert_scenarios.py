@@ -3,69 +3,22 @@ routing, outbox) → MQTT → real subscribers standing in for the grid members'
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.store import AlertStore
 from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import running_gateway, wait_for
-from tests.integration.mqtt_util import drop_session
-from tests.integration.test_community import community_settings, registered_community, simulate
+from simulators.mqtt_tools import drop_session
+from tests.support.community import community_settings, simulate
+from tests.support.gateway_util import running_gateway
+from tests.support.members import FIRST_RESPONDERS, Members
+from tests.support.polling import wait_for
+from tests.support.registered import registered_community
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
-
-FIRST_RESPONDERS = [Role.UNIT_HEAD, Role.BUILDING_HEAD, Role.GRID_WORKER, Role.PROPERTY_DUTY]
-
-
-class Members:
-    """Every member's alert topic, as their apps would subscribe: deliveries deduplicated by
-    `delivery_id`, as receivers must."""
-
-    def __init__(self, services: Services, community: str) -> None:
-        self.community = community  # other tests publish alerts too, for their communities
-        self.received: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.wire: Counter[str] = Counter()  # delivery_id → times it arrived, before dedup
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        self.client.on_message = self._on_message
-        self.client.connect(services.mqtt_host, services.mqtt_port)
-        self.client.subscribe("gridgate/alerts/member/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        payload = json.loads(msg.payload)
-        if payload.get("community") != self.community:
-            return
-        with self._lock:
-            self.wire[payload["delivery_id"]] += 1
-            if payload["delivery_id"] in self._seen:
-                return
-            self._seen.add(payload["delivery_id"])
-            self.received[msg.topic.rsplit("/", 1)[-1]].append(payload)
-
-    def of_kind(self, kind: str) -> dict[str, list[dict[str, Any]]]:
-        with self._lock:
-            return {m: [p for p in ps if p["kind"] == kind] for m, ps in self.received.items()
-                    if any(p["kind"] == kind for p in ps)}  # fmt: skip
-
-    def count(self) -> int:
-        """Notifications received, deduplicated by `delivery_id`."""
-        with self._lock:
-            return len(self._seen)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 async def test_gas_leak_reaches_exactly_the_responsible_members(
@@ -76,7 +29,7 @@ async def test_gas_leak_reaches_exactly_the_responsible_members(
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services, unique)
+    members = Members(services.mqtt_host, services.mqtt_port, unique)
     try:
         async with running_gateway(settings):
             await simulate(
@@ -117,7 +70,7 @@ async def test_smoke_spreading_is_one_building_incident_not_one_notification_per
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services, unique)
+    members = Members(services.mqtt_host, services.mqtt_port, unique)
     try:
         async with running_gateway(settings):
             await simulate(
@@ -158,7 +111,7 @@ async def test_elder_living_alone_without_water_use_raises_the_water_alert(
     settings = community_settings(services, unique, influx_db, tmp_path, registry_url).model_copy(
         update={"audit_path": tmp_path / "audit.sqlite3"}
     )
-    members = Members(services, unique)
+    members = Members(services.mqtt_host, services.mqtt_port, unique)
     try:
         async with running_gateway(settings):
             # 20 simulated hours at 3600×: the household uses no water from hour 2 on.

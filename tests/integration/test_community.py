@@ -4,29 +4,26 @@ registry locations as tags, exact point counts per family, and liveness of one d
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.registry import Registry
-from gateway.registry.importer import import_file
-from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client, quote_literal
 from gateway.storage.retention import qualified
-from privacy.keys import KeyRing
-from simulators.community import Community, build_community
+from simulators.mqtt_tools import drop_session, publish_all
 from simulators.scenarios import inject
 from simulators.schedule import Schedule, SimClock
-from tests.integration.conftest import ROOT, Services
-from tests.integration.gateway_util import key_file, running_gateway, settings_for, wait_for
-from tests.integration.mqtt_util import drop_session, publish_all
-from tests.integration.sim_record import Expected
+from tests.support.community import community_settings, simulate_recorded
+from tests.support.gateway_util import running_gateway
+from tests.support.polling import wait_for
+from tests.support.registered import registered_community
+from tests.support.services import Services
+
+# Still importable from here for tests/integration/test_privacy_leak.py (another change moves it).
+__all__ = ["community_settings", "registered_community"]
 
 pytestmark = pytest.mark.integration
 
@@ -35,43 +32,6 @@ MEASUREMENTS = (*FAMILIES, "device_status")
 NS = 1_000_000_000
 WINDOW_S = 1800  # simulated seconds published at a time (device-offline test)
 PACE_S = 0.5  # real seconds between windows while the wristband is silent
-
-
-def registered_community(
-    households: int, seed: int, code: str, tmp: Path
-) -> tuple[Community, str, Path]:
-    community = build_community(households, seed, code)
-    fleet = community.write_fleet(tmp / "fleet.yaml")
-    url = f"sqlite:///{tmp / 'registry.sqlite3'}"
-    with Registry.open(url) as registry:
-        import_file(registry, fleet, keyring=KeyRing.from_file(key_file(tmp)))
-    return community, url, fleet
-
-
-async def _simulator(services: Services, command: list[str], args: list[str]) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *command, *args, "--quiet",
-        "--host", services.mqtt_host, "--port", str(services.mqtt_port),
-        cwd=ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, out[-2000:]
-    report: dict[str, Any] = json.loads(out)
-    return report
-
-
-async def simulate(services: Services, args: list[str]) -> dict[str, Any]:
-    """`gridgate simulate --households …` as a real process: its JSON report."""
-    return await _simulator(services, ["gateway.cli", "simulate"], args)
-
-
-async def simulate_recorded(
-    services: Services, args: list[str], record: Path
-) -> tuple[dict[str, Any], Expected]:
-    """The same, with the record of what it sent, taken from the readings it generated
-    (tests.integration.sim_record), never from the product's adapters."""
-    command = ["tests.integration.sim_record", "--record-out", str(record)]
-    return await _simulator(services, command, args), Expected.load(record)
 
 
 async def stored_counts(influx: InfluxV1Client) -> dict[tuple[str, str], int]:
@@ -90,14 +50,6 @@ async def stored_times(influx: InfluxV1Client, measurement: str) -> set[tuple[st
         f'SELECT "schema" FROM {qualified(measurement)} GROUP BY "device", "kind"'
     )
     return {(row["device"], row["kind"], row["time"]) for row in rows}
-
-
-def community_settings(
-    services: Services, code: str, influx_db: str, tmp: Path, registry_url: str, **extra: Any
-) -> Settings:
-    return settings_for(services, code, influx_db, tmp).model_copy(
-        update={"require_registration": True, "registry_url": registry_url, **extra}
-    )
 
 
 async def test_3000_households_land_with_registry_locations_and_exact_counts(

@@ -2,7 +2,7 @@
 nothing is lost, nothing is acknowledged before it was written, and a SIGTERM during the outage
 — with the write queue full behind the failing writes — stops the gateway instead of hanging.
 
-The InfluxDB stopped here is a private influxd (tests/integration/influx_util.py): the shared
+The InfluxDB stopped here is a private influxd (tests/support/influx_util.py): the shared
 one serves every other test in parallel.
 """
 
@@ -23,11 +23,12 @@ from adapters import gridgate_json
 from devices.families import Family
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import gateway_env, start_gateway_process, wait_for
-from tests.integration.influx_util import PrivateInflux
-from tests.integration.mqtt_util import drop_session, publish_all
-from tests.integration.test_end_to_end import expected_points, family_readings, stored_points
+from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.gateway_util import gateway_env, start_gateway_process
+from tests.support.influx_util import PrivateInflux
+from tests.support.polling import wait_for
+from tests.support.readings import expected_points, family_readings, stored_points
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from devices.errors import StorageError
 from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
 from gateway.storage.line_protocol import encode_line
-from tests.integration.conftest import Services
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -59,15 +59,11 @@ from privacy.keys import KeyRing
 from simulators import malformed
 from simulators.community import Community
 from simulators.community_cli import parse_scenario, plan_injections
+from simulators.mqtt_tools import drop_session, publish_all
 from simulators.schedule import Schedule, SimClock
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import (
-    gateway_env,
-    key_file,
-    start_gateway_process,
-    wait_for,
-)
-from tests.integration.leak_search import (
+from tests.support.community import community_settings
+from tests.support.gateway_util import gateway_env, start_gateway_process
+from tests.support.leak_search import (
     FACE_BLOB,
     ID_A,
     ID_A_LOWER,
@@ -89,9 +85,10 @@ from tests.integration.leak_search import (
     sqlite_tables,
     without_legitimate,
 )
-from tests.integration.mqtt_util import drop_session, publish_all
-from tests.integration.test_community import community_settings, registered_community
-from tests.integration.webhook_receiver import SECRET, Receiver, running_receiver
+from tests.support.polling import wait_for
+from tests.support.registered import key_file, registered_community
+from tests.support.services import Services
+from tests.support.webhook_receiver import SECRET, Receiver, running_receiver
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,7 @@ import pytest
 from gateway.registry import Registry
 from gateway.registry.importer import import_file
 from privacy.keys import KeyRing
-from tests.integration.conftest import ROOT
-from tests.integration.leak_search import (
+from tests.support.leak_search import (
     FACE_BLOB,
     ID_A,
     ID_A_LOWER,
@@ -43,6 +42,7 @@ from tests.integration.leak_search import (
     rows_text,
     sqlite_tables,
 )
+from tests.support.services import ROOT
 
 TARGETS = needles(planted())
 COMMUNITY = "cq1"

@@ -17,10 +17,11 @@ import pytest
 
 from adapters import gridgate_json
 from gateway.storage.influx_v1 import InfluxV1Client
-from tests.integration.conftest import Services
-from tests.integration.gateway_util import running_gateway, settings_for, wait_for
-from tests.integration.mqtt_util import publish_all
-from tests.integration.test_end_to_end import expected_points, family_readings, stored_points
+from simulators.mqtt_tools import publish_all
+from tests.support.gateway_util import running_gateway, settings_for
+from tests.support.polling import wait_for
+from tests.support.readings import expected_points, family_readings, stored_points
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from simulators.fleet import make_fleet
 from simulators.publisher import Publisher, simulate
 from simulators.traffic import Traffic
-from tests.integration.conftest import Services
+from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from gateway.alerts.lifecycle import (
 from gateway.alerts.model import AlertState, Severity
 from gateway.alerts.routing import Recipient
 from gateway.registry import Role
-from tests.unit.test_alert_engine import (
+from tests.support.alert_world import (
     FIRE_B03,
     ROOM_1201,
     T0,

@@ -24,7 +24,7 @@ from gateway.alerts.routing import (
     parse_routing_policy,
 )
 from gateway.registry import Registry, Role
-from tests.unit.test_alert_engine import EMERGENCY_URL, ENV, NAMES, ROOM_1201, T0, S, make_registry
+from tests.support.alert_world import EMERGENCY_URL, ENV, NAMES, ROOM_1201, T0, S, make_registry
 
 FIRST_RESPONDERS_B03_U2 = {"m-uh-b03u2", "m-bh-b03", "m-gw-g01", "m-prop-b03"}
 EVERYONE_ELSE = {

@@ -1,4 +1,6 @@
-"""The import direction of ARCHITECTURE.md: pure packages stay pure, nothing imports gateway."""
+"""The import direction of ARCHITECTURE.md: pure packages stay pure, nothing imports gateway;
+only gateway.cli imports simulators; nothing in the product imports bench or tests; bench
+imports nothing from tests but tests.support, and no test module imports another."""
 
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ IO_LIBRARIES = {
     "sqlalchemy",
     "aiomqtt",
 }
+# tests/ and bench/ use the product; the product never imports them.
+NOT_PRODUCT = {"bench", "tests"}
 FORBIDDEN: dict[str, set[str]] = {
-    "devices": IO_LIBRARIES | {"adapters", "privacy", "gateway", "simulators"},
-    "adapters": IO_LIBRARIES | {"privacy", "gateway", "simulators"},
-    "privacy": IO_LIBRARIES | {"adapters", "gateway", "simulators"},
-    "simulators": {"gateway"},
+    "devices": IO_LIBRARIES | {"adapters", "privacy", "gateway", "simulators"} | NOT_PRODUCT,
+    "adapters": IO_LIBRARIES | {"privacy", "gateway", "simulators"} | NOT_PRODUCT,
+    "privacy": IO_LIBRARIES | {"adapters", "gateway", "simulators"} | NOT_PRODUCT,
+    "simulators": {"gateway"} | NOT_PRODUCT,
+    "gateway": NOT_PRODUCT,
 }
 
 
@@ -73,3 +78,55 @@ def test_only_the_registry_imports_its_orm_models() -> None:
         and imported_modules(path) & REGISTRY_MODELS
     )
     assert offenders == []
+
+
+def test_only_the_cli_imports_simulators() -> None:
+    """The gateway sees a simulator only as devices on the broker; `gridgate simulate` and
+    `gridgate demo` (gateway.cli) are the one door to it."""
+    cli = ROOT / "gateway" / "cli"
+    offenders = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "gateway").rglob("*.py")
+        if not path.is_relative_to(cli) and "simulators" in imported_roots(path)
+    )
+    assert offenders == []
+
+
+# A test module imports shared helpers from tests.support, never from another test module.
+MAY_IMPORT_TEST_MODULES: dict[str, set[str]] = {}
+
+
+def imported_test_modules(path: Path) -> set[str]:
+    """The test modules (tests.….test_…) `path` imports, whatever it takes from them."""
+    found = set()
+    for module in imported_modules(path):
+        parts = module.split(".")
+        if parts[0] != "tests":
+            continue
+        for i, part in enumerate(parts[1:], start=2):
+            if part.startswith("test_"):
+                found.add(".".join(parts[:i]))
+                break
+    return found
+
+
+def test_bench_imports_from_tests_only_the_support_code() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            m
+            for m in imported_modules(path)
+            if m.split(".")[0] == "tests" and not m.startswith("tests.support")
+        )
+        for path in (ROOT / "bench").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_test_module_imports_another() -> None:
+    offenders = {}
+    for path in (ROOT / "tests").rglob("*.py"):
+        name = str(path.relative_to(ROOT))
+        found = imported_test_modules(path) - MAY_IMPORT_TEST_MODULES.get(name, set())
+        if found:
+            offenders[name] = sorted(found)
+    assert offenders == {}

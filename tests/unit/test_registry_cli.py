@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.registry.cli import main
-from tests.unit.test_registry_import import BAD_YAML, SMALL_YAML, write
+from tests.support.registry_files import BAD_YAML, SMALL_YAML, write
 
 
 @pytest.fixture

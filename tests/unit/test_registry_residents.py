@@ -20,25 +20,8 @@ from gateway.registry.records import AccessRole, Resident
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing
 from privacy.operators import pseudonymise
-from tests.unit.test_registry_import import SMALL_YAML, write
+from tests.support.registry_files import FLEET, NUMBERS, OTHER, SMALL_YAML, write
 
-# Valid check digits (GB 11643); invented people.
-NUMBERS = {
-    "r-1201-1": "420106194807140494",  # the elder living alone in 1201
-    "r-0101-1": "110108200809053747",
-    "r-0101-2": "110105198007100899",
-    "r-b05-1": "440305197207070930",
-}
-OTHER = "610113197301315798"  # not in the file
-
-RESIDENTS = f"""\
-residents:
-  - {{id: r-1201-1, household: h-b03-u2-1201, id_number: "{NUMBERS["r-1201-1"]}", face_consent: true}}
-  - {{id: r-0101-1, household: h-b03-u2-0101, id_number: "{NUMBERS["r-0101-1"]}", face_consent: true, face_consent_at: 2024-03-01}}
-  - {{id: r-0101-2, household: h-b03-u2-0101, id_number: "{NUMBERS["r-0101-2"]}", face_consent: false}}
-  - {{id: r-b05-1, household: h-b05-u1-0101, id_number: "{NUMBERS["r-b05-1"]}"}}
-"""
-FLEET = SMALL_YAML + RESIDENTS
 RESIDENTS_LINE = SMALL_YAML.count("\n") + 1  # the line of "residents:"
 
 

@@ -11,7 +11,7 @@ from devices.location import Location
 from devices.places import PlaceLevel, location_key
 from gateway.registry import Registry, Role
 from gateway.registry.records import ChannelKind
-from tests.unit.test_registry_import import small_registry
+from tests.support.registry_files import small_registry
 
 
 @pytest.fixture

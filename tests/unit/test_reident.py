@@ -24,8 +24,7 @@ from gateway.registry.reident import (
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing
 from privacy.operators import pseudonymise
-from tests.unit.test_registry_import import write
-from tests.unit.test_registry_residents import FLEET, NUMBERS, OTHER
+from tests.support.registry_files import FLEET, NUMBERS, OTHER, write
 
 S = 1_000_000_000
 ROOM = Location("xf", "g01", "b03", "u2", "1201")

@@ -22,7 +22,7 @@ from simulators.scenarios import (
     resolve_place,
 )
 from simulators.schedule import NS, Schedule, Scheduled, SimClock
-from tests.unit.test_community_schedule import REAL_START_NS, FakeGateway
+from tests.support.fake_gateway import REAL_START_NS, FakeGateway
 
 SPEED = 600.0
 

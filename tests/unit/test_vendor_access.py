@@ -15,7 +15,7 @@ from devices.families import AccessEvent, AccessMethod, Channel, Family
 from devices.location import Location
 from devices.reading import Reading
 from simulators.people import fake_face_feature, fake_id_number, fake_name, fake_phone, fake_plate
-from tests.unit.test_vendor_common import JSON_VALUES, assert_canonical
+from tests.support.vendor_json import JSON_VALUES, assert_canonical
 
 TOPIC = "vendor/acs/c1/ACS2024051234/event"
 T_2024_05_20_083015 = 1_716_165_015_000_000_000  # 2024-05-20 08:30:15 in UTC+8

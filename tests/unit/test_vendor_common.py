@@ -16,8 +16,8 @@ from adapters import vendor_access, vendor_common, vendor_gas, vendor_meter, ven
 from adapters.vendor_common import TopicShape, format_local_time, parse_local_time
 from devices.errors import RejectedInput
 from devices.families import Family
-from devices.models import FAMILY_DATA
 from devices.reading import Reading
+from tests.support.vendor_json import JSON_VALUES, assert_canonical
 
 VENDORS: dict[ModuleType, str] = {
     vendor_access: "vendor/acs/c1/dev-1/event",
@@ -25,31 +25,6 @@ VENDORS: dict[ModuleType, str] = {
     vendor_meter: "vendor/meter/c1/dev-1/report",
     vendor_wearable: "vendor/band/c1/dev-1/up",
 }
-
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats()  # NaN and ±Infinity too: json.dumps writes them, some vendors do as well
-    | st.text(max_size=30)
-    | st.sampled_from(["2024-05-20 08:30:15", "FACE", "WATER", "L", "SOS", "dev-1", "1"])
-)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-def assert_canonical(readings: list[Reading]) -> None:
-    """Whatever a decoder lets through is within the canonical model's ranges."""
-    for reading in readings:
-        model = FAMILY_DATA[reading.family]
-        canonical = {k: v for k, v in reading.values.items() if k in model.model_fields}
-        model.model_validate(canonical)
 
 
 def test_subscriptions_are_the_documented_topic_patterns() -> None:

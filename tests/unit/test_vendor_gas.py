@@ -13,7 +13,7 @@ from devices.errors import ConfigError, RejectedInput
 from devices.families import Channel, Family, SafetyEvent
 from devices.location import Location
 from devices.reading import Reading
-from tests.unit.test_vendor_common import JSON_VALUES, assert_canonical
+from tests.support.vendor_json import JSON_VALUES, assert_canonical
 
 IMEI = "868480051234567"
 TOPIC = f"vendor/gasdet/c1/{IMEI}/data"

@@ -13,7 +13,7 @@ from devices.errors import ConfigError, RejectedInput
 from devices.families import Channel, Family, MeterEvent
 from devices.location import Location
 from devices.reading import Reading
-from tests.unit.test_vendor_common import JSON_VALUES, assert_canonical
+from tests.support.vendor_json import JSON_VALUES, assert_canonical
 
 METER = "20240520001"
 TOPIC = f"vendor/meter/c1/{METER}/report"

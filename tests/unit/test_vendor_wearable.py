@@ -13,7 +13,7 @@ from devices.errors import RejectedInput
 from devices.families import Channel, ElderEvent, Family
 from devices.location import Location
 from devices.reading import Reading
-from tests.unit.test_vendor_common import JSON_VALUES, assert_canonical
+from tests.support.vendor_json import JSON_VALUES, assert_canonical
 
 IMEI = "865432101234567"
 TOPIC = f"vendor/band/c1/{IMEI}/up"

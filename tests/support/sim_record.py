@@ -9,7 +9,7 @@ one point per (measurement, device, kind, time), except in formats that carry no
 645 frames, /work/shared/DOMAIN.md), where the gateway stamps the message's readings with one
 receive time, so each message is one point per (device, kind) at a time not known here.
 
-Run as ``python -m tests.integration.sim_record --record-out FILE <gridgate simulate args>``:
+Run as ``python -m tests.support.sim_record --record-out FILE <gridgate simulate args>``:
 `gridgate simulate` itself (`gateway.cli`), with the schedule's source swapped for one that
 records; the record goes to FILE as JSON, the simulator's report to stdout as usual.
 """

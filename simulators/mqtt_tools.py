@@ -1,4 +1,6 @@
-"""Small MQTT helpers for integration tests (real broker, paho-mqtt 2.x)."""
+"""Small MQTT tools for driving a real broker (paho-mqtt 2.x): publish a list of messages and
+wait for every PUBACK, end a persistent session. Used by the integration tests and benchmarks;
+`publisher` is the simulator's own rate-controlled, fully accounted publishing."""
 
 from __future__ import annotations
 

@@ -14,16 +14,8 @@ from pathlib import Path
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.runtime import run_gateway
 from gateway.settings import Settings
-from privacy.keys import KeyRing
-from tests.integration.conftest import ROOT, Services
-
-
-def key_file(tmp: Path) -> Path:
-    """A real pseudonymisation key for this test's gateway (it refuses to start without)."""
-    path = tmp / "pseudonym.key"
-    if not path.exists():
-        KeyRing.generate_file(path)
-    return path
+from tests.support.registered import key_file
+from tests.support.services import ROOT, Services
 
 
 def gateway_env(services: Services, community: str, database: str, tmp: Path) -> dict[str, str]:
@@ -65,14 +57,6 @@ async def running_gateway(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def start_gateway_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
