@@ -86,37 +86,39 @@ def refusal_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def alert_refused_condition(refused: Condition, now_ns: int) -> Condition:
-    """The alert that an alert could not be recorded: at the community, as severe as what was
-    refused, for the duty desk (an administrator looks at the dead letter). It names the kind
-    only: the refused condition's device and place may be what made it unrecordable."""
+def _duty_desk_condition(
+    kind: str, about: Condition | Alert, now_ns: int, detail: dict[str, object]
+) -> Condition:
+    """An alert about the gateway itself for the community's duty desk: at the community, as
+    severe as what it is about, open until a person resolves it."""
     return Condition(
-        rule_id=ALERT_REFUSED,
-        key=ALERT_REFUSED,
-        kind=ALERT_REFUSED,
-        severity=refused.severity,
-        location=place_at(refused.location, PlaceLevel.COMMUNITY),
+        rule_id=kind,
+        key=kind,
+        kind=kind,
+        severity=about.severity,
+        location=place_at(about.location, PlaceLevel.COMMUNITY),
         level=PlaceLevel.COMMUNITY,
         at_ns=now_ns,
-        detail={"refused_kind": refused.kind},
+        detail=detail,
         auto_clear=False,
     )
+
+
+def alert_refused_condition(refused: Condition, now_ns: int) -> Condition:
+    """The alert that an alert could not be recorded (an administrator looks at the dead
+    letter). It names the kind only: the refused condition's device and place may be what
+    made it unrecordable."""
+    return _duty_desk_condition(ALERT_REFUSED, refused, now_ns, {"refused_kind": refused.kind})
 
 
 def delivery_failed_condition(failed: Alert, channel: str, now_ns: int) -> Condition:
-    """The alert that a notification of `failed` could not be delivered: at the community (the
-    duty desk's place), as severe as what was not delivered, open until a person resolves it."""
-    return Condition(
-        rule_id=DELIVERY_FAILED,
-        key=DELIVERY_FAILED,
-        kind=DELIVERY_FAILED,
-        severity=failed.severity,
-        location=place_at(failed.location, PlaceLevel.COMMUNITY),
-        level=PlaceLevel.COMMUNITY,
-        at_ns=now_ns,
-        detail={"failed_alert_id": failed.id, "failed_kind": failed.kind, "channel": channel},
-        auto_clear=False,
-    )
+    """The alert that a notification of `failed` could not be delivered."""
+    detail: dict[str, object] = {
+        "failed_alert_id": failed.id,
+        "failed_kind": failed.kind,
+        "channel": channel,
+    }
+    return _duty_desk_condition(DELIVERY_FAILED, failed, now_ns, detail)
 
 
 class TimedRules:
