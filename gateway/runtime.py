@@ -32,7 +32,7 @@ from gateway.pipeline.directory import DeviceSnapshot
 from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.registry import ConsentCache, Registry
-from gateway.settings import Settings
+from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
 from privacy.deidentify import Deidentifier
@@ -180,6 +180,7 @@ class Gateway:
                 mqtt_password=password.get_secret_value() if password else None,
                 escalation_s=settings.escalation_check_s,
                 clock_ns=self.alert_clock_ns,
+                environ=environment(),
             ),
             household_ref=lambda h: pseudonymise(h, IdentifierKind.HOUSEHOLD_REF, keyring),
         )

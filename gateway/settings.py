@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -84,8 +85,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-# GRIDGATE_* variables read elsewhere: by scripts/services.sh and the Makefile, by the webhook
-# sender (secrets) and by the routing policy (webhook URLs).
+# GRIDGATE_* variables that are not fields: read by scripts/services.sh and the Makefile, or
+# handed over by `environment()` to the webhook sender (secrets) and the routing policy (the
+# webhook URL variables it names).
 OTHER_VARIABLES = frozenset(
     {
         "GRIDGATE_INFLUX_PORT",
@@ -97,6 +99,13 @@ OTHER_VARIABLES = frozenset(
         "GRIDGATE_EMERGENCY_WEBHOOK_URL",
     }
 )
+
+
+def environment() -> dict[str, str]:
+    """The GRIDGATE_* variables as they are now. Settings are read here and nowhere else; this
+    is for the few whose names a policy file chooses (a webhook's URL variable) and for the
+    commands' own defaults (the audit path of a standalone registry command)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("GRIDGATE_")}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

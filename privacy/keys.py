@@ -118,11 +118,11 @@ class KeyRing:
 
     @classmethod
     def load(
-        cls, environ: Mapping[str, str] | None = None, default_file: Path = DEFAULT_KEY_FILE
+        cls, environ: Mapping[str, str], default_file: Path = DEFAULT_KEY_FILE
     ) -> KeyRing:
         """Keys from ``GRIDGATE_PSEUDONYM_KEYS``, else from ``GRIDGATE_PSEUDONYM_KEY_FILE``,
         else from `default_file`: the environment wins so a deployment can inject secrets."""
-        env = os.environ if environ is None else environ
+        env = environ
         value = env.get(ENV_VAR, "").strip()
         if value:
             return cls.from_env_value(value)

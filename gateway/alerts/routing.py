@@ -18,7 +18,6 @@ number or readings' history.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -358,7 +357,7 @@ class Router:
         self.policy = policy
         self._registry = registry
         self._channels = frozenset(channels)
-        env = os.environ if environ is None else environ
+        env = environ or {}
         self._webhook_urls: dict[str, str] = {}
         for name, hook in policy.webhooks.items():
             url = hook.url if hook.url is not None else env.get(hook.url_env or "", "")

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class AlertConfig:
     mqtt_client_id: str = "gridgate-alerts"
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
+    # GRIDGATE_* variables the routing policy and webhook secrets name (settings.environment)
+    environ: Mapping[str, str] = field(default_factory=dict)
     tick_s: float = 1.0
     escalation_s: float = 5.0
     clock_ns: Callable[[], int] = field(default=time.time_ns)
@@ -164,7 +166,9 @@ class AlertService:
         self.rules = TimedRules(
             RuleEngine(load_rules(config.rules_path), households=self._household_of)
         )
-        self.router = Router(load_routing_policy(config.routing_path), registry)
+        self.router = Router(
+            load_routing_policy(config.routing_path), registry, environ=config.environ
+        )
         self.outbox = Outbox(registry.engine, clock_ns=config.clock_ns)
         self.engine = AlertEngine(
             registry, audit, clock_ns=config.clock_ns, router=self.router, outbox=self.outbox
@@ -305,7 +309,7 @@ class AlertService:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        webhooks = WebhookSender(WebhookSecrets.from_env())
+        webhooks = WebhookSender(WebhookSecrets.from_env(cfg.environ))
         try:
             async with MqttPublisher(
                 cfg.mqtt_host,

@@ -11,13 +11,13 @@ Both commands open the log read-only, so checking a copy handed to an auditor ch
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.audit.store import DEFAULT_PATH, AuditLogError, AuditStore
+from gateway.settings import environment
 from privacy.audit import Anchor, canonical_json
 
 
@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gridgate")
     add_arguments(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return run(args, Path(os.environ.get("GRIDGATE_AUDIT_PATH", str(DEFAULT_PATH))))
+    env = environment()
+    return run(args, Path(env.get("GRIDGATE_AUDIT_PATH", str(DEFAULT_PATH))))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from devices.errors import ConfigError
 from gateway.cli.decode import decode_command
 from gateway.cli.run import demo_command, run_command
-from gateway.settings import Settings, unknown_variables
+from gateway.settings import Settings, environment, unknown_variables
 
 log = logging.getLogger("gridgate")
 
@@ -94,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gridgate: bad settings: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
-    for name in unknown_variables(os.environ):
+    for name in unknown_variables(environment()):
         log.warning("%s is not a gridgate setting (a typo?); it is ignored", name)
     try:
         if args.command == "decode":

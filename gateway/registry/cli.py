@@ -20,7 +20,6 @@ against ``GRIDGATE_REGISTRY_URL``, ``GRIDGATE_AUDIT_PATH`` and the key ring of
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from gateway.registry.identifiers import (
 from gateway.registry.importer import NEEDS_KEYRING, FleetFileError, import_file, rekey_file
 from gateway.registry.records import ROLE_LABELS, Role
 from gateway.registry.store import Registry
+from gateway.settings import environment
 from privacy.keys import ENV_VAR, FILE_ENV_VAR, KeyRing
 
 DEFAULT_URL = "sqlite:///.run/gridgate/registry.sqlite3"
@@ -197,12 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gridgate")
     add_arguments(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    audit_env = os.environ.get("GRIDGATE_AUDIT_PATH")  # standalone: audited when it is set
+    env = environment()
+    audit_env = env.get("GRIDGATE_AUDIT_PATH")  # standalone: audited when it is set
     audit_path = Path(audit_env) if audit_env else None
     return run(
         args,
-        os.environ.get("GRIDGATE_REGISTRY_URL", DEFAULT_URL),
-        keyring=KeyRing.load,
+        env.get("GRIDGATE_REGISTRY_URL", DEFAULT_URL),
+        keyring=lambda: KeyRing.load(env),
         audit_path=audit_path,
     )
 

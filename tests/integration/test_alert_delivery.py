@@ -284,7 +284,7 @@ WORKER_MAIN = textwrap.dedent(
         outbox = Outbox(Registry.open(os.environ["DB_URL"]).engine)
         async with MqttPublisher(
             "127.0.0.1", int(os.environ["MQTT_PORT"]), client_id=os.environ["CLIENT_ID"]
-        ) as publisher, WebhookSender(WebhookSecrets.from_env(), timeout_s=4.0) as webhooks:
+        ) as publisher, WebhookSender(WebhookSecrets.from_env(os.environ), timeout_s=4.0) as webhooks:
             if not await publisher.wait_connected(10):
                 sys.exit("MQTT not connected")
             worker = DeliveryWorker(

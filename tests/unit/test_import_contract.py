@@ -130,3 +130,24 @@ def test_no_test_module_imports_another() -> None:
         if found:
             offenders[name] = sorted(found)
     assert offenders == {}
+
+
+# One settings source: the environment is read by gateway/settings.py and nowhere else in the
+# service and its pure packages (the simulators are a separate program: device fleets).
+ENV_READERS = {"gateway/settings.py"}
+
+
+def test_only_the_settings_read_the_environment() -> None:
+    readers = sorted(
+        str(path.relative_to(ROOT))
+        for package in ("gateway", "devices", "adapters", "privacy")
+        for path in (ROOT / package).rglob("*.py")
+        if any(
+            isinstance(node, ast.Attribute)
+            and node.attr in {"environ", "getenv"}
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+    )
+    assert [r for r in readers if r not in ENV_READERS] == []

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -138,10 +137,10 @@ class WebhookSecrets:
         return cls(data)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSecrets:
-        """``GRIDGATE_WEBHOOK_SECRETS_FILE`` then ``GRIDGATE_WEBHOOK_SECRETS`` (the variable
-        wins for a webhook named in both). Neither set: no webhook can be sent."""
-        env = os.environ if environ is None else environ
+    def from_env(cls, env: Mapping[str, str]) -> WebhookSecrets:
+        """``GRIDGATE_WEBHOOK_SECRETS_FILE`` then ``GRIDGATE_WEBHOOK_SECRETS`` of `env` (from
+        `gateway.settings.environment`; the variable wins for a webhook named in both).
+        Neither set: no webhook can be sent."""
         merged: dict[str, str | bytes] = {}
         if path := env.get(SECRETS_FILE_ENV, "").strip():
             merged |= cls._raw(Path(path).read_text(encoding="utf-8"))
