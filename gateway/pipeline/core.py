@@ -192,6 +192,7 @@ class Pipeline:
         self._sweep_conditions: list[Condition] = []
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
+        self._alerts_tail: asyncio.Future[None] | None = None  # the newest batch's alerts
         self._reject_log = _RateLimitedLog()
         # (is a place code, loose check, id or code) → "" (fine) or what it looks like
         self._identifier_verdicts: dict[tuple[bool, bool, str], str] = {}
@@ -447,24 +448,45 @@ class Pipeline:
         return put.done() and not put.cancelled()
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while (batch := await self._queue.get()) is not None:
-            await self._hand_off(batch)
+            # Alerts are accepted in the order the batches were made, whichever writer takes
+            # them: an ending must not reach the engine before the raise it ends.
+            after, done = self._alerts_tail, loop.create_future()
+            self._alerts_tail = done
+            await self._hand_off(batch, after, done)
 
-    async def _hand_off(self, batch: _Batch) -> None:
+    async def _hand_off(
+        self, batch: _Batch, after: asyncio.Future[None] | None = None,
+        done: asyncio.Future[None] | None = None,
+    ) -> None:  # fmt: skip
         # One write per retention policy and the alerts, all at once: they are independent,
         # and an alert should not wait for InfluxDB. The acks wait for all of them.
         steps: list[Awaitable[None]] = [
             self._write_with_retry(rp, group.lines, group.messages, batch.dead)
             for rp, group in batch.by_rp.items()
         ]
-        if batch.conditions and self.alert_sink is not None:
-            steps.append(self._accept_alerts(batch))
+        steps.append(self._alerts_in_order(batch, after, done))
         await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)
         self.source.ack(batch.messages)
         self.metrics.acked += len(batch.messages)
         self.metrics.batches += 1
+
+    async def _alerts_in_order(
+        self, batch: _Batch, after: asyncio.Future[None] | None, done: asyncio.Future[None] | None
+    ) -> None:
+        """The batch's alerts once the previous batch's are accepted; then let the next go
+        (also when cancelled at shutdown, so the chain never stalls)."""
+        try:
+            if after is not None:
+                await after
+            if batch.conditions and self.alert_sink is not None:
+                await self._accept_alerts(batch)
+        finally:
+            if done is not None and not done.done():
+                done.set_result(None)
 
     async def _accept_alerts(self, batch: _Batch) -> None:
         """Alerts are accepted (persisted) before the readings behind them are acked: a

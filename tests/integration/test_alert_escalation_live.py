@@ -196,8 +196,8 @@ async def dead_webhook_raises_alert(
                 clock.advance(600)
                 hits = len(receiver.hits)
                 await wait_for(lambda hits=hits: len(receiver.hits) > hits
-                               or bool(members.of_kind("delivery_failed")), 10, "a retry")  # fmt: skip
-            await wait_for(lambda: bool(members.of_kind("delivery_failed")), 10, "the alert")
+                               or bool(members.of_kind("delivery_failed")), 30, "a retry")  # fmt: skip
+            await wait_for(lambda: bool(members.of_kind("delivery_failed")), 30, "the alert")
         failed = members.of_kind("delivery_failed")
         assert set(failed) == duty_desk
         # several deliveries died: one alert (repeats counted), raised once to each member (and,

@@ -454,3 +454,29 @@ async def test_a_level_i_condition_does_not_wait_for_the_linger(
     stop.set()
     await asyncio.wait_for(task, 5)
     assert len(accepted) == len(source.acked) == 1  # the lingering batch is flushed on stop
+
+
+async def test_alerts_are_accepted_in_batch_order_whichever_writer_takes_them(
+    tmp_path: Path,
+) -> None:
+    """Two writers, one batch each at a time: the first batch's engine call is slow, yet the
+    second batch's conditions (an ending, say) never reach the engine before it."""
+    source, writer = ListSource([msg(i) for i in range(6, 10)]), FlakyWriter()
+    order: list[str] = []
+
+    async def sink(conditions: list[Condition]) -> list[Refusal]:
+        if conditions[0].device_id == "m-6":
+            await asyncio.sleep(0.3)
+        order.extend(c.device_id for c in conditions)
+        return []
+
+    pipeline = alerting_pipeline(
+        source, writer, tmp_path, HighEnergyRule(), sink,
+        PipelineConfig(batch_size=1, linger_s=0.0, writers=2),
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    await asyncio.wait_for(_until(lambda: len(source.acked) == 4), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert order == ["m-6", "m-7", "m-8", "m-9"]
