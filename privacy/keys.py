@@ -117,9 +117,7 @@ class KeyRing:
         return cls(pairs)
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str], default_file: Path = DEFAULT_KEY_FILE
-    ) -> KeyRing:
+    def load(cls, environ: Mapping[str, str], default_file: Path = DEFAULT_KEY_FILE) -> KeyRing:
         """Keys from ``GRIDGATE_PSEUDONYM_KEYS``, else from ``GRIDGATE_PSEUDONYM_KEY_FILE``,
         else from `default_file`: the environment wins so a deployment can inject secrets."""
         env = environ
