@@ -494,15 +494,21 @@ def _layout(households: int, rng: Random) -> tuple[Grid, ...]:
     return tuple(grids)
 
 
-def _resident(rng: Random, *, elder: bool, plate: bool) -> Resident:
+def _resident(rng: Random, *, elder: bool, plate: bool, taken: set[str]) -> Resident:
+    """One resident; `taken` holds the community's ID numbers so far: one person, one number
+    (the registry refuses two residents with the same one)."""
     if elder:
         birth = date(1932, 1, 1) + timedelta(days=rng.randrange(365 * 24))  # 70-93 years old
     else:
         birth = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 68))
     male = rng.random() < 0.5
+    id_number = fake_id_number(rng, birth=birth, male=male)
+    while id_number in taken:  # rare: a draw again only then, so other values stay the same
+        id_number = fake_id_number(rng, birth=birth, male=male)
+    taken.add(id_number)
     return Resident(
         name=fake_name(rng),
-        id_number=fake_id_number(rng, birth=birth, male=male),
+        id_number=id_number,
         phone=fake_phone(rng),
         card_no=fake_card_no(rng),
         face_feature=fake_face_feature(rng),
@@ -522,11 +528,14 @@ def _households(
     n_elder = round(len(places) * ELDER_ALONE_SHARE)
     elder = set(rng.sample(range(len(places)), n_elder))
     out = []
+    taken: set[str] = set()
     for i, (grid, building, unit, room) in enumerate(places):
         alone = i in elder
         size = 1 if alone else rng.choices((1, 2, 3, 4, 5), (10, 30, 35, 20, 5))[0]
         car = not alone and rng.random() < CAR_SHARE
-        residents = tuple(_resident(rng, elder=alone, plate=car and j == 0) for j in range(size))
+        residents = tuple(
+            _resident(rng, elder=alone, plate=car and j == 0, taken=taken) for j in range(size)
+        )
         out.append(
             Household(
                 id=f"h-{code}-{building}-{unit}-{room}",
