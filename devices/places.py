@@ -29,24 +29,25 @@ class PlaceLevel(StrEnum):
 LEVELS: tuple[PlaceLevel, ...] = tuple(PlaceLevel)
 
 
-def _parts(location: Location) -> tuple[str, str, str, str, str]:
+def location_parts(location: Location) -> tuple[str, str, str, str, str]:
+    """The five codes, outermost first (in the order of `LEVELS`)."""
     return (location.community, location.grid, location.building, location.unit, location.room)
 
 
 def place_key(location: Location, level: PlaceLevel) -> str:
     """The key of `location` cut to `level`: ``xf/g01/b03/u2`` for a unit, etc."""
-    return KEY_SEP.join(_parts(location)[: level.depth])
+    return KEY_SEP.join(location_parts(location)[: level.depth])
 
 
 def place_at(location: Location, level: PlaceLevel) -> Location:
     """The location cut to `level` (a building alert does not name a room)."""
     keep = level.depth
-    return Location(*(p if i < keep else "" for i, p in enumerate(_parts(location))))
+    return Location(*(p if i < keep else "" for i, p in enumerate(location_parts(location))))
 
 
 def location_key(location: Location) -> str | None:
     """The key of the place a location names, or None if it skips a level (grid unknown …)."""
-    parts = _parts(location)
+    parts = location_parts(location)
     depth = 0
     while depth < len(parts) and parts[depth]:
         depth += 1
@@ -75,6 +76,7 @@ __all__ = [
     "ancestor_keys",
     "location_key",
     "location_of",
+    "location_parts",
     "place_at",
     "place_key",
 ]

@@ -24,6 +24,7 @@ from devices.families import Channel
 from devices.info import DeviceInfo
 from devices.liveness import LivenessEvent
 from devices.location import Location
+from devices.places import LEVELS, location_parts
 from devices.reading import RECEIVE_TIME, Reading
 from devices.validation import stamp_and_check
 from gateway.alerts.model import Condition, Refusal, Severity
@@ -39,11 +40,6 @@ from privacy.redact import redact_topic
 
 log = logging.getLogger(__name__)
 _MAX_VERDICTS = 200_000  # cached id checks: far above a community's devices and places
-PLACE_LEVELS = ("community", "grid", "building", "unit", "room")
-
-
-def astuple_location(location: Location) -> tuple[str, str, str, str, str]:
-    return (location.community, location.grid, location.building, location.unit, location.room)
 
 
 class LineWriter(Protocol):
@@ -196,6 +192,7 @@ class Pipeline:
         self._reject_log = _RateLimitedLog()
         # (is a place code, loose check, id or code) → "" (fine) or what it looks like
         self._identifier_verdicts: dict[tuple[bool, bool, str], str] = {}
+        self._vetted: dict[str, DeviceInfo] = {}  # registry entries whose ids and codes passed
 
     # -- per message ----------------------------------------------------------------------
 
@@ -283,10 +280,16 @@ class Pipeline:
             self._check_identifiers(reading.device_id, "device id", loose=True)
             self._check_location(reading.location, loose=True)
             return reading, None
-        self._check_identifiers(reading.device_id, "device id")
+        if self._vetted.get(reading.device_id) is not info:
+            # A registry from before ids and codes were checked: once per registry entry, not
+            # per reading (a reload hands out new entries, which are checked again).
+            self._check_identifiers(reading.device_id, "device id")
+            self._check_location(info.location)
+            if len(self._vetted) >= _MAX_VERDICTS:
+                self._vetted.clear()
+            self._vetted[reading.device_id] = info
         if info.family is not reading.family:
             raise RejectedInput("family_mismatch", f"registered as {info.family.value}")
-        self._check_location(info.location)  # a registry from before codes were checked
         if reading.location != info.location:
             claimed = reading.location.community
             if claimed and claimed != info.location.community:
@@ -324,9 +327,9 @@ class Pipeline:
     def _check_location(self, location: Location, *, loose: bool = False) -> None:
         """Every code of a place: Chinese place codes (3号楼) are places, not names; a
         person's name or a number is not."""
-        for level, code in zip(PLACE_LEVELS, astuple_location(location), strict=True):
+        for level, code in zip(LEVELS, location_parts(location), strict=True):
             if code:
-                self._check_identifiers(code, f"loc.{level}", place=True, loose=loose)
+                self._check_identifiers(code, f"loc.{level.value}", place=True, loose=loose)
 
     def _liveness_changed(self, event: LivenessEvent) -> str:
         for listener in self.liveness_listeners:

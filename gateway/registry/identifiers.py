@@ -63,12 +63,7 @@ PLACE_WORDS = (
 )  # fmt: skip
 _CJK_NAME = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]{2,4}")
 _NAME_PUNCTUATION = re.compile(r"[\s·•・.]+")
-_X = re.compile(r"[Xx]")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-
-
-def _strict(text: str) -> IdentifierShape | None:
-    return find_identifier(text)
 
 
 def identifier_in_text(text: str) -> IdentifierShape | None:
@@ -95,7 +90,7 @@ def id_problem(value: str) -> str | None:
     """Why `value` may not be an id or code, or None."""
     if not is_valid_id(value):
         return ID_RULE
-    shape = _strict(value)
+    shape = find_identifier(value)
     if shape is not None:
         return f"looks like {_SHAPE_WORDS[shape]}; ids and codes must not hold personal data"
     return None
@@ -145,7 +140,7 @@ def shown_field_name(name: object) -> str | None:
     field name or may hold an identifier (checked loosely: nothing needs it whole)."""
     if not isinstance(name, str) or _FIELD_NAME.fullmatch(name) is None:
         return None
-    if _strict(name) is not None or find_identifier(name, loose=True) is not None:
+    if find_identifier(name) is not None or find_identifier(name, loose=True) is not None:
         return None
     return repr(name)
 
