@@ -158,13 +158,13 @@ class Gateway:
                 counts=self.metrics.dropped_fields,
             )
             log.info("registry: %d devices", self.directory.reload())
-            self.alerts = self._alert_service() if settings.alerts else None
+            self.alerts = self.build_alert_service() if settings.alerts else None
         except BaseException:
             await stack.aclose()
             raise
         return self
 
-    def _alert_service(self) -> AlertService:
+    def build_alert_service(self) -> AlertService:
         settings, keyring = self.settings, self.keyring
         password = settings.mqtt_password
         alerts = AlertService(

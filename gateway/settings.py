@@ -79,6 +79,20 @@ class Settings(BaseSettings):
     liveness_sweep_s: float = Field(default=5.0, gt=0)
     liveness_flush_s: float = Field(default=10.0, gt=0, description="registry last-seen writes")
 
+    # HTTP API (gateway/api): loopback by default; put a TLS proxy in front to serve further.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=18000, ge=1, le=65535)
+    api_token_ttl_s: float = Field(default=8 * 3600.0, gt=0, description="bearer token life")
+    api_login_window_s: float = Field(default=900.0, gt=0)
+    api_login_max_failures: int = Field(default=5, ge=1, description="per account per window")
+    api_login_max_failures_per_client: int = Field(default=20, ge=1)
+    api_k_anonymity: int = Field(default=5, ge=2, description="smallest group a cell may show")
+    api_feed_poll_s: float = Field(default=0.5, gt=0, description="live feeds' database poll")
+    api_feed_queue: int = Field(default=256, ge=1, description="messages a slow client may lag")
+    api_max_range_s: float = Field(default=31 * 86400.0, gt=0, description="readings history")
+    api_max_points: int = Field(default=10_000, ge=1, description="readings history cells")
+    reident_grant_ttl_s: float = Field(default=3600.0, gt=0)
+
     audit_path: Path = Path(".run/gridgate/audit.sqlite3")  # hash-chained, append-only
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
     deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")

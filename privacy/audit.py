@@ -48,6 +48,8 @@ class AuditAction(StrEnum):
     KEY_ROTATION = "key_rotation"
     ALERT_ACTION = "alert_action"
     PERSONAL_DATA_READ = "personal_data_read"
+    LOGIN = "login"  # an API sign-in, succeeded or refused (details.outcome)
+    ACCOUNT_CHANGE = "account_change"  # API accounts and keys created, changed, revoked
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,12 @@
        └──────────acknowledge──────────┘              └──────────resolve──────────┤
                                                                                   ▼
                                         closed ◀─close (rating 1–5)─ resolved (feedback)
+                                           └────────reopen──────────────┴──▶ handling
+
+协调 (coordinate) hands an acknowledged or handled alert over to another responsible member, or
+adds one, without changing its state: the member is notified through the outbox. Reopening a
+resolved or closed alert puts it back in handling with a fresh resolve limit (its feedback and
+rating stay in the history); it is refused while another alert for the same condition is open.
 
 Each step records who (a member id) and when, in `alert_events` and in the audit chain.
 Anything else is refused with an `InvalidTransition` that says what the alert's state allows;
@@ -22,10 +28,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from devices.errors import GridgateError
 from gateway.alerts.model import Alert, AlertState
-from gateway.alerts.routing import Recipient
+from gateway.alerts.routing import NotificationSink, Recipient, Router, notifications_for
 from gateway.alerts.store import FEEDBACK_LEN, AlertRow, AlertStore, AlertTx, to_alert
 
 REDACTED = "<redacted>"
@@ -40,7 +47,13 @@ TRANSITIONS: dict[str, tuple[frozenset[AlertState], AlertState]] = {
     "handling": (frozenset({_S.ACKNOWLEDGED}), _S.HANDLING),
     "resolved": (frozenset({_S.ACKNOWLEDGED, _S.HANDLING}), _S.RESOLVED),
     "closed": (frozenset({_S.RESOLVED}), _S.CLOSED),
+    "reopened": (frozenset({_S.RESOLVED, _S.CLOSED}), _S.HANDLING),
 }
+# steps that leave the state as it is: (states they may be taken in)
+STATELESS_ACTIONS: dict[str, frozenset[AlertState]] = {
+    "coordinated": frozenset({_S.ACKNOWLEDGED, _S.HANDLING}),
+}
+COORDINATE_MODES = ("handover", "add")
 
 
 class LifecycleError(GridgateError):
@@ -53,7 +66,7 @@ class UnknownAlert(LifecycleError, LookupError):
 
 class InvalidTransition(LifecycleError):
     def __init__(self, alert_id: int, state: AlertState, action: str) -> None:
-        allowed = [a for a, (sources, _) in TRANSITIONS.items() if state in sources]
+        allowed = allowed_actions(state)
         hint = f"; it can be {' or '.join(allowed)}" if allowed else "; it is finished"
         super().__init__(f"alert {alert_id} is {state.value}: it cannot be {action}{hint}")
         self.alert_id = alert_id
@@ -63,6 +76,16 @@ class InvalidTransition(LifecycleError):
 
 class NotResponsible(LifecycleError, PermissionError):
     pass
+
+
+class AlreadyOpen(LifecycleError):
+    """Reopening would make a second open alert for the same place and condition."""
+
+
+def allowed_actions(state: AlertState) -> list[str]:
+    """The actions an alert in `state` can take, by their step names."""
+    moves = [a for a, (sources, _) in TRANSITIONS.items() if state in sources]
+    return moves + [a for a, states in STATELESS_ACTIONS.items() if state in states]
 
 
 def scrub_feedback(text: str) -> str:
@@ -79,9 +102,15 @@ class Lifecycle:
         store: AlertStore,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        router: Router | None = None,
+        outbox: NotificationSink | None = None,
     ) -> None:
+        """`router` and `outbox` notify a coordinated member and give a reopened alert its
+        resolve limit; without them coordinating is refused and a reopened alert has none."""
         self.store = store
         self._clock_ns = clock_ns
+        self._router = router
+        self._outbox = outbox
 
     def notified(
         self, alert_id: int, recipients: Sequence[Recipient], *, event_seq: int | None = None
@@ -137,7 +166,81 @@ class Lifecycle:
             raise LifecycleError(f"alert {alert_id}: a satisfaction rating is 1 to 5")
         return self._act(alert_id, member_id, "closed", rating=rating)
 
+    def reopen(self, alert_id: int, member_id: str) -> Alert:
+        """Back to handling: the problem came back, or the resolution did not hold."""
+        current = self._responsible(alert_id, member_id)
+        now = self._clock_ns()
+        try:
+            with self.store.transaction() as tx:
+                row = self._lock(tx, alert_id)
+                sources, target = TRANSITIONS["reopened"]
+                if AlertState(row.state) not in sources:
+                    raise InvalidTransition(alert_id, AlertState(row.state), "reopened")
+                if tx.find_open(row.place, row.key) is not None:
+                    raise AlreadyOpen(
+                        f"alert {alert_id} cannot be reopened: another alert for the same "
+                        "condition at this place is open"
+                    )
+                row.state = target.value
+                row.ended_ns = None
+                row.ack_deadline_ns = None
+                if self._router is not None:
+                    limit = self._router.policy.deadlines(current.severity, current.kind)
+                    row.resolve_deadline_ns = now + limit.resolve_within_s * 1_000_000_000
+                tx.step(row, "reopened", actor=member_id, at_ns=now)
+                return to_alert(row)
+        except IntegrityError as exc:  # another process opened one in between
+            raise AlreadyOpen(
+                f"alert {alert_id} cannot be reopened: another alert for the same condition "
+                "at this place is open"
+            ) from exc
+
+    def coordinate(self, alert_id: int, member_id: str, to_member: str, mode: str) -> Alert:
+        """协调: hand the alert over to `to_member` ("handover") or bring them in ("add");
+        they must be responsible for its place too, and are notified."""
+        if mode not in COORDINATE_MODES:
+            raise LifecycleError(f"coordinating is {' or '.join(COORDINATE_MODES)}")
+        if self._router is None or self._outbox is None:
+            raise LifecycleError("coordinating needs the alert router and outbox")
+        current = self._responsible(alert_id, member_id)
+        if to_member == member_id:
+            raise LifecycleError(f"alert {alert_id}: coordinate with another member")
+        try:
+            self._check_member(current, to_member)
+        except NotResponsible as exc:
+            raise NotResponsible(
+                f"member {to_member} is not responsible for alert {alert_id}'s place"
+            ) from exc
+        target = self.store.registry.member(to_member)
+        assert target is not None  # checked above
+        recipients = self._router.member_recipients(target)
+        if not recipients:
+            raise LifecycleError(f"member {to_member} has no channel an alert can be sent on")
+        now = self._clock_ns()
+        with self.store.transaction() as tx:
+            row = self._lock(tx, alert_id)
+            if AlertState(row.state) not in STATELESS_ACTIONS["coordinated"]:
+                raise InvalidTransition(alert_id, AlertState(row.state), "coordinated")
+            seq = tx.step(
+                row, "coordinated", actor=member_id, at_ns=now,
+                detail={"to": to_member, "mode": mode},
+            )  # fmt: skip
+            alert = to_alert(row)
+            notes = notifications_for(
+                alert, recipients, seq, step="coordinated",
+                place_names=self._router.place_names(alert),
+            )  # fmt: skip
+            self._outbox.enqueue(notes, conn=tx.session.connection(), now_ns=now)
+            return alert
+
     # -- internals -----------------------------------------------------------------------
+
+    def _responsible(self, alert_id: int, member_id: str) -> Alert:
+        current = self.store.alert(alert_id)
+        if current is None:
+            raise UnknownAlert(f"no alert {alert_id}")
+        self._check_member(current, member_id)
+        return current
 
     def _act(
         self,
@@ -148,10 +251,7 @@ class Lifecycle:
         feedback: str | None = None,
         rating: int | None = None,
     ) -> Alert:
-        current = self.store.alert(alert_id)
-        if current is None:
-            raise UnknownAlert(f"no alert {alert_id}")
-        self._check_member(current, member_id)
+        self._responsible(alert_id, member_id)
         now = self._clock_ns()
         with self.store.transaction() as tx:
             row = self._lock(tx, alert_id)
@@ -216,12 +316,16 @@ class Lifecycle:
 
 
 __all__ = [
+    "COORDINATE_MODES",
     "DELIVERY_ACTOR",
+    "STATELESS_ACTIONS",
     "TRANSITIONS",
+    "AlreadyOpen",
     "InvalidTransition",
     "Lifecycle",
     "LifecycleError",
     "NotResponsible",
     "UnknownAlert",
+    "allowed_actions",
     "scrub_feedback",
 ]

@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 from devices.config_file import invalid, load_mapping, read_text, validation_problems
 from devices.places import PlaceLevel
 from gateway.alerts.model import Alert, Notification, Severity
-from gateway.registry import Registry, Role
+from gateway.registry import Member, Registry, Role
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +414,14 @@ class Router:
         route = Route(alert.id, level, tuple(recipients), tuple(unreachable))
         _report(route)
         return route
+
+    def member_recipients(self, member: Member) -> list[Recipient]:
+        """`member` on every channel delivery can send on (a hand-over's new holder)."""
+        return [
+            Recipient(member.id, member.role, str(ch.kind), ch.target)
+            for ch in member.channels
+            if str(ch.kind) in self._channels
+        ]
 
     def recipients(self, alert: Alert, level: int = 0) -> list[Recipient]:
         """`route(...).recipients`; the unreachable are logged (see `route` to inspect them)."""

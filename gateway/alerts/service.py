@@ -176,7 +176,9 @@ class AlertService:
         self.escalator = Escalator(
             self.engine.store, self.router, clock_ns=config.clock_ns, outbox=self.outbox
         )
-        self.lifecycle = Lifecycle(self.engine.store, clock_ns=config.clock_ns)
+        self.lifecycle = Lifecycle(
+            self.engine.store, clock_ns=config.clock_ns, router=self.router, outbox=self.outbox
+        )
         self.hub = Hub()
         self.audit = audit
         self.changes = 0

@@ -212,6 +212,52 @@ class AuditStore:
             ).fetchall()
         return [_decode(r) for r in reversed(rows)]
 
+    def query(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        actor: str | None = None,
+        action: AuditAction | None = None,
+        subject: str | None = None,
+        visible: Callable[[str], bool] = lambda place: True,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditRecord], int]:
+        """Records matching every filter given, newest first: one page and the total.
+        `visible` is asked about each record's ``details.place`` ("" when it has none)."""
+        where: list[str] = []
+        params: list[str | int] = []
+        for column, value in (("actor", actor), ("subject", subject)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if action is not None:
+            where.append("action = ?")
+            params.append(action.value)
+        if since_ns is not None:
+            where.append("at_ns >= ?")
+            params.append(since_ns)
+        if until_ns is not None:
+            where.append("at_ns < ?")
+            params.append(until_ns)
+        sql = f"SELECT {_COLUMNS} FROM audit_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY seq DESC", params).fetchall()
+        page: list[AuditRecord] = []
+        total = 0
+        for row in rows:
+            record = _decode(row)
+            place = record.details.get("place")
+            if not visible(place if isinstance(place, str) else ""):
+                continue
+            if offset <= total < offset + limit:
+                page.append(record)
+            total += 1
+        return page, total
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM audit_log").fetchone()[0])

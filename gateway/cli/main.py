@@ -1,4 +1,5 @@
-"""The `gridgate` command: run | demo | simulate | decode | registry | audit."""
+"""The `gridgate` command: run | api | demo | simulate | decode | registry | audit | users |
+apikey."""
 
 # One command tree; each command lives in its own module: gateway.cli.run (run, demo),
 # gateway.cli.decode, gateway.registry.cli, gateway.audit.cli, simulators.cli.
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from devices.errors import ConfigError
 from gateway.cli.decode import decode_command
-from gateway.cli.run import demo_command, run_command
+from gateway.cli.run import api_only_command, demo_command, run_command
 from gateway.settings import Settings, environment, unknown_variables
 
 log = logging.getLogger("gridgate")
@@ -44,6 +45,7 @@ def _tune_gc() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.audit import cli as audit_cli
+    from gateway.cli import api as api_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway against the configured broker/InfluxDB")
     run.add_argument("--no-progress", action="store_true", help="no periodic counter lines")
+    run.add_argument("--api", action="store_true", help="serve the HTTP API in this process too")
 
     demo = sub.add_parser(
         "demo", help="the simulated community through the gateway, with a live summary"
@@ -65,12 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", action="append", default=[], help="NAME@PLACE[@SIM_OFFSET], repeatable"
     )
     demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
+    demo.add_argument("--no-api", dest="api", action="store_false", help="without the HTTP API")
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
     sim_cli.add_arguments(simulate)
 
     registry_cli.add_arguments(sub)
     audit_cli.add_arguments(sub)
+    api_cli.add_arguments(sub)
 
     decode = sub.add_parser("decode", help="decode one message and print canonical readings")
     decode.add_argument("--adapter", default="gridgate_json")
@@ -112,9 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.audit import cli as audit_cli
 
             return audit_cli.run(args, settings.audit_path, settings.registry_url)
+        if args.command in ("users", "apikey"):
+            from gateway.cli.api import accounts_command
+
+            return accounts_command(args, settings)
         _tune_gc()
         if args.command == "run":
-            return asyncio.run(run_command(settings, progress=not args.no_progress))
+            return asyncio.run(run_command(settings, progress=not args.no_progress, api=args.api))
+        if args.command == "api":
+            return asyncio.run(api_only_command(settings))
         if args.command == "demo":
             return asyncio.run(demo_command(settings, args))
     except ConfigError as exc:

@@ -27,9 +27,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 # -- run ----------------------------------------------------------------------------------
 
 
-async def run_command(settings: Settings, progress: bool) -> int:
-    from gateway.runtime import run_gateway
-
+async def run_command(settings: Settings, progress: bool, api: bool = False) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     metrics = GatewayMetrics()
@@ -38,12 +36,40 @@ async def run_command(settings: Settings, progress: bool) -> int:
         reporter = asyncio.create_task(
             report_progress(metrics, stop, interval_s=10.0, live=False), name="progress"
         )
-    await run_gateway(settings, stop, metrics)
+    await run_with_api(settings, stop, metrics, api=api)
     stop.set()
     if reporter:
         await reporter
     log.info("stopped: %s", json.dumps(metrics.snapshot(), ensure_ascii=False))
     return 0
+
+
+async def run_with_api(
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: GatewayMetrics,
+    *,
+    api: bool,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """The gateway until `stop`, and with `api` the HTTP API on the same parts."""
+    from gateway.cli.api import serve_api
+    from gateway.runtime import Gateway
+
+    async with Gateway(settings, metrics=metrics) as gateway, asyncio.TaskGroup() as tg:
+        if api:
+            tg.create_task(serve_api(settings, stop, gateway), name="api")
+        await gateway.run(stop, ready)
+        stop.set()
+
+
+async def api_only_command(settings: Settings) -> int:
+    """`gridgate api`: the HTTP API over the shared databases, no ingestion."""
+    from gateway.cli.api import api_command
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    return await api_command(settings, stop)
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -54,7 +80,7 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.audit.store import AuditStore
     from gateway.registry import Registry
     from gateway.registry.importer import import_file
-    from gateway.runtime import load_keyring, run_gateway
+    from gateway.runtime import load_keyring
     from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
     from gateway.storage.retention import qualified
     from simulators.community import build_community
@@ -78,7 +104,9 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
         logging.getLogger("gateway.pipeline").setLevel(logging.ERROR)
     metrics = GatewayMetrics()
     ready = asyncio.Event()
-    gateway = asyncio.create_task(run_gateway(settings, stop, metrics, ready=ready), name="gateway")
+    gateway = asyncio.create_task(
+        run_with_api(settings, stop, metrics, api=args.api, ready=ready), name="gateway"
+    )
     await asyncio.wait(
         [asyncio.create_task(ready.wait()), gateway], return_when=asyncio.FIRST_COMPLETED
     )

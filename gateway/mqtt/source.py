@@ -215,3 +215,15 @@ class PahoSource:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+
+async def broker_reachable(host: str, port: int, *, timeout_s: float = 2.0) -> bool:
+    """The broker accepts a TCP connection (readiness checks; no session is opened)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

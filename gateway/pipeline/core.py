@@ -554,7 +554,9 @@ class Pipeline:
         backoff = self._backoff()
         while True:
             try:
+                started = time.perf_counter()
                 await self.writer.write(lines, rp=rp)
+                self.metrics.write_seconds.observe(time.perf_counter() - started)
                 # readings only: liveness points (message None) are the gateway's own
                 self.metrics.written += len(lines) - line_messages.count(None)
                 return

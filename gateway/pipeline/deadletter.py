@@ -150,6 +150,20 @@ class DeadLetterStore:
                 ).fetchone()
         return int(row[0])
 
+    def counts(
+        self, since_ns: int, until_ns: int, bucket_s: int = 3600
+    ) -> list[tuple[int, str, int]]:
+        """(bucket start ns, reason, count) for letters received in [since, until): numbers
+        only, for the API and screens."""
+        bucket_ns = max(1, bucket_s) * 1_000_000_000
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT (received_ns / ?) * ?, reason, count(*) FROM dead_letters"
+                " WHERE received_ns >= ? AND received_ns < ? GROUP BY 1, 2 ORDER BY 1, 2",
+                (bucket_ns, bucket_ns, since_ns, until_ns),
+            ).fetchall()
+        return [(int(b), str(r), int(n)) for b, r, n in rows]
+
     def recent(self, limit: int = 100) -> list[DeadLetter]:
         with self._lock:
             rows = self._db.execute(

@@ -9,6 +9,35 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+# upper bounds (seconds) of the batch write latency histogram's buckets
+WRITE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Histogram:
+    """Counts per upper bound, a sum and a count: what Prometheus needs, nothing per sample."""
+
+    bounds: tuple[float, ...] = WRITE_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS_S) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        i = 0
+        while i < len(self.bounds) and value > self.bounds[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, cumulative count) per bucket, "+Inf" last."""
+        out, running = [], 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
 
 @dataclass
 class GatewayMetrics:
@@ -25,6 +54,7 @@ class GatewayMetrics:
     alerts_refused: int = 0  # conditions the alert store would not take (dead-lettered)
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
+    write_seconds: Histogram = field(default_factory=Histogram)  # InfluxDB batch writes
 
     @property
     def backlog(self) -> int:

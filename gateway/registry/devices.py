@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, false, func, or_, select, update
 
 from devices.info import DeviceInfo
 from devices.places import location_of
 from gateway.registry._models import Device
 from gateway.registry.database import Database
 from gateway.registry.places import names_along
-from gateway.registry.records import DeviceDetail, Liveness
+from gateway.registry.records import DeviceDetail, DeviceFilter, DeviceState, Liveness
 
 
 class DeviceRepository:
@@ -50,6 +50,34 @@ class DeviceRepository:
             liveness=Liveness(row.online, row.last_seen_ns),
             gate_approved=row.gate_approved,
         )
+
+    def search(
+        self, where: DeviceFilter, *, offset: int = 0, limit: int = 100
+    ) -> tuple[list[DeviceState], int]:
+        """One page of the devices `where` selects, by id, and how many it selects in all."""
+        conditions = _conditions(where)
+        with self._db.reading() as s:
+            total = s.scalar(select(func.count()).select_from(Device).where(*conditions)) or 0
+            rows = s.execute(
+                _DEVICE_INFO.add_columns(Device.online, Device.last_seen_ns)
+                .where(*conditions)
+                .order_by(Device.id)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        states = [DeviceState(_device_info(r), Liveness(r.online, r.last_seen_ns)) for r in rows]
+        return states, total
+
+    def states(self, places: Sequence[str]) -> list[tuple[str, str, str, bool | None, int | None]]:
+        """(id, family, place key, online, last seen) of every device in `places`: the light
+        rows a status summary counts."""
+        with self._db.reading() as s:
+            rows = s.execute(
+                select(
+                    Device.id, Device.family, Device.place_id, Device.online, Device.last_seen_ns
+                ).where(under(Device.place_id, places))
+            ).all()
+        return [(r[0], r[1].value, r[2], r[3], r[4]) for r in rows]
 
     def gate_approved(self, device_id: str) -> bool:
         """False for unknown devices: identity matching needs a recorded approval."""
@@ -98,6 +126,34 @@ _DEVICE_INFO = select(
     Device.installed,
     Device.gate_approved,
 )
+
+
+def under(column: Any, keys: Sequence[str]) -> ColumnElement[bool]:
+    """`column` (a place key) is one of `keys` or inside one of them."""
+    if not keys:
+        return false()
+    return or_(*(or_(column == k, column.startswith(k + "/", autoescape=True)) for k in keys))
+
+
+def _conditions(where: DeviceFilter) -> list[ColumnElement[bool]]:
+    out = [under(Device.place_id, where.places)]
+    if where.place:
+        out.append(under(Device.place_id, [where.place]))
+    if where.family is not None:
+        out.append(Device.family == where.family)
+    if where.vendor is not None:
+        out.append(Device.vendor == where.vendor)
+    if where.online is True:
+        out.append(Device.online.is_(True))
+    elif where.online is False:
+        out.append(or_(Device.online.is_(False), Device.online.is_(None)))
+    if where.ids is not None:
+        out.append(Device.id.in_(where.ids))
+    if where.seen_before_ns is not None:
+        out.append(Device.last_seen_ns < where.seen_before_ns)
+    if where.seen_after_ns is not None:
+        out.append(Device.last_seen_ns >= where.seen_after_ns)
+    return out
 
 
 def _device_info(row: Any) -> DeviceInfo:

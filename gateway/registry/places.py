@@ -35,6 +35,10 @@ class PlaceRepository:
 
         return [build(r) for r in sorted(children.get(None, ()), key=lambda r: r.code)]
 
+    def exists(self, key: str) -> bool:
+        with self._db.reading() as s:
+            return s.get(Place, key) is not None
+
     def names(self, key: str) -> tuple[str, ...]:
         """Display names from the community down to the place `key` ("" where unknown)."""
         with self._db.reading() as s:

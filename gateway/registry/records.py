@@ -161,5 +161,28 @@ class RegistryCounts:
     residents_face_consent: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class DeviceFilter:
+    """What an operator narrows a device list by; `places` are the caller's scopes (place keys,
+    each with everything inside it), `place` one subtree within them."""
+
+    places: tuple[str, ...] = ()
+    place: str = ""
+    family: str | None = None
+    vendor: str | None = None
+    online: bool | None = None  # None: any; an unheard-of device counts as not online
+    seen_before_ns: int | None = None
+    seen_after_ns: int | None = None
+    ids: tuple[str, ...] | None = None  # only these devices
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceState:
+    """A device with its liveness, as a list shows it."""
+
+    info: DeviceInfo
+    liveness: Liveness
+
+
 def level_of(key: str) -> PlaceLevel:
     return LEVELS[key.count(KEY_SEP)]

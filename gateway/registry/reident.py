@@ -224,10 +224,11 @@ class ReidentService:
             )
             return _request(row)
 
-    def resolve(self, request_id: str, requester: str) -> Resident:
+    def resolve(self, request_id: str, requester: str, *, once: bool = False) -> Resident:
         """The resident behind the request's pseudonym, under a live grant of `requester`.
 
-        Raises NotPermitted (no grant, not yours, expired, revoked), NoSuchResident.
+        Raises NotPermitted (no grant, not yours, expired, revoked; with `once`, already
+        resolved), NoSuchResident.
         """
         requester = _user(requester, "requester")
         with self._registry.writing() as s:
@@ -240,6 +241,8 @@ class ReidentService:
                 refusal = f"the request is {row.status.value}, not granted"
             elif row.expires_ns is None or now >= row.expires_ns:
                 refusal = "the grant has expired or was revoked"
+            elif once and row.resolutions > 0:
+                refusal = "the identity was already shown once under this grant"
             if refusal is not None:
                 self._refuse(requester, AuditAction.REIDENT_RESOLVE, row, refusal)
             found = s.scalar(

@@ -39,6 +39,8 @@ from gateway.registry.places import PlaceRepository
 from gateway.registry.records import (
     AccessRole,
     DeviceDetail,
+    DeviceFilter,
+    DeviceState,
     Household,
     Liveness,
     Member,
@@ -154,6 +156,9 @@ class Registry:
     def place_tree(self) -> list[PlaceNode]:
         return self._places.tree()
 
+    def place_exists(self, key: str) -> bool:
+        return self._places.exists(key)
+
     def place_names(self, key: str) -> tuple[str, ...]:
         """Display names from the community down to the place `key` ("" where unknown)."""
         return self._places.names(key)
@@ -175,6 +180,16 @@ class Registry:
 
     def device_detail(self, device_id: str) -> DeviceDetail | None:
         return self._devices.detail(device_id)
+
+    def find_devices(
+        self, where: DeviceFilter, *, offset: int = 0, limit: int = 100
+    ) -> tuple[list[DeviceState], int]:
+        return self._devices.search(where, offset=offset, limit=limit)
+
+    def device_states(
+        self, places: Sequence[str]
+    ) -> list[tuple[str, str, str, bool | None, int | None]]:
+        return self._devices.states(places)
 
     def gate_approved(self, device_id: str) -> bool:
         return self._devices.gate_approved(device_id)

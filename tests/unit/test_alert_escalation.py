@@ -13,6 +13,7 @@ from devices.places import PlaceLevel
 from gateway.alerts.engine import AlertChange
 from gateway.alerts.escalation import Escalation, Escalator
 from gateway.alerts.lifecycle import (
+    AlreadyOpen,
     InvalidTransition,
     Lifecycle,
     LifecycleError,
@@ -265,9 +266,66 @@ def test_invalid_transitions_are_refused_and_change_nothing(world: World) -> Non
         with pytest.raises(LifecycleError, match="rating is 1 to 5"):
             life.close(alert_id, "m-uh-b03u2", rating)  # type: ignore[arg-type]
     life.close(alert_id, "m-uh-b03u2", 3)
-    with pytest.raises(InvalidTransition, match="it is finished"):
+    with pytest.raises(
+        InvalidTransition, match="is closed: it cannot be acknowledged; it can be reopened"
+    ):
         life.acknowledge(alert_id, "m-uh-b03u2")
     assert len(world.store.events(alert_id)) == len(before) + 3
+
+
+def test_a_closed_alert_reopens_into_handling_with_a_fresh_resolve_limit(world: World) -> None:
+    life = Lifecycle(world.store, clock_ns=world.clock, router=world.router, outbox=world.outbox)
+    alert_id = raise_gas(world).alert.id
+    life.acknowledge(alert_id, "m-uh-b03u2")
+    life.resolve(alert_id, "m-uh-b03u2", "fixed")
+    life.close(alert_id, "m-uh-b03u2", 2)
+    now = world.clock.advance(3600)
+    reopened = life.reopen(alert_id, "m-bh-b03")
+    assert reopened.state is AlertState.HANDLING
+    limit = world.router.policy.deadlines(reopened.severity, reopened.kind).resolve_within_s
+    assert reopened.resolve_deadline_ns == now + limit * 1_000_000_000
+    assert [e.step for e in world.store.events(alert_id)][-1] == "reopened"
+    with pytest.raises(InvalidTransition, match="is handling: it cannot be reopened"):
+        life.reopen(alert_id, "m-bh-b03")
+
+
+def test_reopening_is_refused_while_the_same_condition_is_open_again(world: World) -> None:
+    life = lifecycle(world)
+    alert_id = raise_gas(world).alert.id
+    life.acknowledge(alert_id, "m-uh-b03u2")
+    life.resolve(alert_id, "m-uh-b03u2", "fixed")
+    newer = raise_gas(world).alert.id  # the gas is back: a new alert
+    assert newer != alert_id
+    with pytest.raises(AlreadyOpen, match="another alert for the same condition"):
+        life.reopen(alert_id, "m-uh-b03u2")
+    assert world.store.alert(alert_id).state is AlertState.RESOLVED  # type: ignore[union-attr]
+
+
+def test_coordinating_notifies_the_other_member_and_keeps_the_state(world: World) -> None:
+    life = Lifecycle(world.store, clock_ns=world.clock, router=world.router, outbox=world.outbox)
+    alert_id = raise_gas(world).alert.id
+    with pytest.raises(InvalidTransition, match="cannot be coordinated"):
+        life.coordinate(alert_id, "m-uh-b03u2", "m-bh-b03", "add")  # acknowledge first
+    life.acknowledge(alert_id, "m-uh-b03u2")
+    sent_before = len(world.outbox.sent)
+    after = life.coordinate(alert_id, "m-uh-b03u2", "m-bh-b03", "handover")
+    assert after.state is AlertState.ACKNOWLEDGED
+    new = world.outbox.sent[sent_before:]
+    assert {n.member_id for n in new} == {"m-bh-b03"}
+    assert {n.payload["step"] for n in new} == {"coordinated"}
+    step = world.store.events(alert_id)[-1]
+    assert (step.step, step.actor, dict(step.detail)) == (
+        "coordinated",
+        "m-uh-b03u2",
+        {"to": "m-bh-b03", "mode": "handover"},
+    )
+    # someone not responsible for the place cannot be brought in, nor can one's self
+    with pytest.raises(NotResponsible):
+        life.coordinate(alert_id, "m-uh-b03u2", "m-bh-b05", "add")
+    with pytest.raises(LifecycleError, match="another member"):
+        life.coordinate(alert_id, "m-uh-b03u2", "m-uh-b03u2", "add")
+    with pytest.raises(LifecycleError, match="handover or add"):
+        life.coordinate(alert_id, "m-uh-b03u2", "m-bh-b03", "delegate")
 
 
 def test_a_cleared_alert_cannot_be_acknowledged(world: World) -> None:

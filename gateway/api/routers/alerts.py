@@ -1,0 +1,263 @@
+"""Alerts and incidents: lists, one alert's whole timeline, and the people's actions (R5.4,
+R5.7). Actions go through `Lifecycle`, which records and audits each step and stops
+escalation where the lifecycle says; a member not responsible for the alert's place gets 404
+(as for an alert that does not exist), a wrong state 409 with the actions it allows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from gateway.alerts.delivery.outbox import OutboxItem
+from gateway.alerts.lifecycle import (
+    AlreadyOpen,
+    InvalidTransition,
+    LifecycleError,
+    NotResponsible,
+    UnknownAlert,
+    allowed_actions,
+)
+from gateway.alerts.model import Alert, AlertState, Severity
+from gateway.alerts.store import AlertEvent, AlertRow, to_alert
+from gateway.api.accounts import Principal
+from gateway.api.deps import Caller, Context, Member, Paging
+from gateway.api.problems import Problem, not_found
+from gateway.api.schemas import (
+    AlertDetailPublic,
+    AlertPublic,
+    AlertsPublic,
+    CloseIn,
+    CoordinateIn,
+    DeliveryPublic,
+    ResolveIn,
+    StepPublic,
+    at,
+    ns_of,
+)
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+# the lifecycle's step names → this API's action paths
+ACTIONS = {"acknowledged": "acknowledge", "handling": "start-handling", "resolved": "resolve",
+           "closed": "close", "reopened": "reopen", "coordinated": "coordinate"}  # fmt: skip
+
+
+def actions_for(state: AlertState) -> list[str]:
+    """What POST /alerts/{id}/… accepts for an alert in `state`."""
+    return [ACTIONS[step] for step in allowed_actions(state)]
+
+
+AlertId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def alert_public(alert: Alert) -> AlertPublic:
+    first, last = at(alert.first_ns), at(alert.last_ns)
+    assert first is not None and last is not None
+    return AlertPublic(
+        id=alert.id,
+        kind=alert.kind,
+        key=alert.key,
+        severity=alert.severity.name,
+        colour=alert.severity.colour,
+        state=alert.state.value,
+        place=alert.place,
+        level=alert.level.value,
+        first_seen=first,
+        last_seen=last,
+        count=alert.count,
+        device_id=alert.device_id,
+        subject_ref=alert.subject_ref,
+        incident_id=alert.incident_id,
+        escalation_level=alert.escalation_level,
+        ack_deadline=at(alert.ack_deadline_ns),
+        resolve_deadline=at(alert.resolve_deadline_ns),
+        allowed_actions=actions_for(alert.state),
+    )
+
+
+def _under(caller: Principal) -> object:
+    return or_(
+        *(
+            or_(AlertRow.place == s, AlertRow.place.startswith(s + "/", autoescape=True))
+            for s in caller.scopes
+        )
+    )
+
+
+@router.get("", response_model=AlertsPublic)
+def list_alerts(
+    context: Context,
+    caller: Caller,
+    paging: Paging,
+    state: Annotated[list[AlertState] | None, Query()] = None,
+    severity: Annotated[list[Severity] | None, Query(description="1 (I) to 4 (IV)")] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    place: Annotated[str | None, Query(max_length=324)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    open_only: bool = False,
+    incidents: Annotated[
+        bool, Query(description="only incidents (alerts grouping others)")
+    ] = False,
+    incident_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> AlertsPublic:
+    """Newest first, within the caller's places."""
+    if not caller.scopes:
+        return AlertsPublic(data=[], count=0)
+    conditions = [_under(caller)]
+    if place:
+        if not caller.sees(place):
+            raise not_found("no such place")
+        conditions.append(
+            or_(AlertRow.place == place, AlertRow.place.startswith(place + "/", autoescape=True))
+        )
+    if state:
+        conditions.append(AlertRow.state.in_([s.value for s in state]))
+    if open_only:
+        conditions.append(AlertRow.state.in_(["raised", "notified", "acknowledged", "handling"]))
+    if severity:
+        conditions.append(AlertRow.severity.in_([int(s) for s in severity]))
+    if kind:
+        conditions.append(AlertRow.kind == kind)
+    if since:
+        conditions.append(AlertRow.last_ns >= ns_of(since))
+    if until:
+        conditions.append(AlertRow.first_ns < ns_of(until))
+    if incident_id is not None:
+        conditions.append(AlertRow.incident_id == incident_id)
+    if incidents:
+        grouped = aliased(AlertRow)
+        conditions.append(exists().where(grouped.incident_id == AlertRow.id))
+    with context.registry.reading() as s:
+        total = s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))  # type: ignore[arg-type]
+        rows = s.scalars(
+            select(AlertRow)
+            .where(*conditions)  # type: ignore[arg-type]
+            .order_by(AlertRow.id.desc())
+            .offset(paging.offset)
+            .limit(paging.limit)
+        ).all()
+        alerts = [to_alert(r) for r in rows]
+    return AlertsPublic(data=[alert_public(a) for a in alerts], count=total or 0)
+
+
+def _visible(context: Context, caller: Principal, alert_id: int) -> Alert:
+    alert = context.alerts.alert(alert_id)
+    if alert is None or not caller.sees(alert.place):
+        raise not_found("no such alert")
+    return alert
+
+
+def _step(e: AlertEvent) -> StepPublic:
+    when = at(e.at_ns)
+    assert when is not None
+    return StepPublic(
+        seq=e.seq,
+        at=when,
+        actor=e.actor,
+        step=e.step,
+        state=e.state.value,
+        severity=e.severity.name,
+        escalation_level=e.escalation_level,
+        detail=dict(e.detail),
+    )
+
+
+def _delivery(item: OutboxItem) -> DeliveryPublic:
+    seq = item.idempotency_key.split(":")[1] if item.idempotency_key.count(":") >= 3 else ""
+    return DeliveryPublic(
+        member_id=item.member_id,
+        channel=item.channel,
+        for_seq=int(seq) if seq.isdigit() else None,
+        state=str(item.state),
+        attempts=item.attempts,
+        sent_at=at(item.sent_ns),
+    )
+
+
+@router.get("/{alert_id}", response_model=AlertDetailPublic)
+def one_alert(context: Context, caller: Caller, alert_id: AlertId) -> AlertDetailPublic:
+    """The alert, its grouped alerts (an incident), and its timeline: every step with who and
+    when, and every notification with its delivery outcome."""
+    _visible(context, caller, alert_id)
+    detail = context.alerts.detail(alert_id)
+    if detail is None:
+        raise not_found("no such alert")
+    alert = detail.alert
+    deliveries = context.alert_service.outbox.items(alert_id=alert_id)
+    return AlertDetailPublic(
+        **alert_public(alert).model_dump(),
+        place_names=list(context.registry.place_names(alert.place)),
+        feedback=detail.feedback,
+        rating=detail.rating,
+        ended=at(detail.ended_ns),
+        timeline=[_step(e) for e in context.alerts.events(alert_id)],
+        deliveries=[_delivery(d) for d in deliveries],
+        grouped=[alert_public(a) for a in context.alerts.members_of(alert_id)],
+    )
+
+
+def _act(
+    context: Context, caller: Principal, alert_id: int, action: Callable[[], Alert]
+) -> AlertPublic:
+    _visible(context, caller, alert_id)
+    try:
+        return alert_public(action())
+    except (UnknownAlert, NotResponsible) as exc:
+        raise not_found("no such alert") from exc
+    except InvalidTransition as exc:
+        raise Problem(409, str(exc), state=exc.state.value,
+                      allowed_actions=actions_for(exc.state)) from exc  # fmt: skip
+    except AlreadyOpen as exc:
+        raise Problem(409, str(exc)) from exc
+    except LifecycleError as exc:
+        raise Problem(422, str(exc)) from exc
+
+
+@router.post("/{alert_id}/acknowledge", response_model=AlertPublic)
+def acknowledge(context: Context, caller: Member, alert_id: AlertId) -> AlertPublic:
+    """I have it: stops the escalation for not acknowledging (the resolve limit runs on)."""
+    return _act(context, caller, alert_id,
+                lambda: context.lifecycle.acknowledge(alert_id, caller.id))  # fmt: skip
+
+
+@router.post("/{alert_id}/start-handling", response_model=AlertPublic)
+def start_handling(context: Context, caller: Member, alert_id: AlertId) -> AlertPublic:
+    return _act(context, caller, alert_id,
+                lambda: context.lifecycle.start_handling(alert_id, caller.id))  # fmt: skip
+
+
+@router.post("/{alert_id}/coordinate", response_model=AlertPublic)
+def coordinate(
+    context: Context, caller: Member, alert_id: AlertId, body: CoordinateIn
+) -> AlertPublic:
+    """Hand over to, or bring in, another member responsible for the place; they are
+    notified. The member must be in the caller's sight too (else 404)."""
+    return _act(
+        context, caller, alert_id,
+        lambda: context.lifecycle.coordinate(alert_id, caller.id, body.to_member, body.mode),
+    )  # fmt: skip
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertPublic)
+def resolve(context: Context, caller: Member, alert_id: AlertId, body: ResolveIn) -> AlertPublic:
+    """With feedback (what was done); ID and phone numbers in it are replaced before storing."""
+    return _act(context, caller, alert_id,
+                lambda: context.lifecycle.resolve(alert_id, caller.id, body.feedback))  # fmt: skip
+
+
+@router.post("/{alert_id}/close", response_model=AlertPublic)
+def close(context: Context, caller: Member, alert_id: AlertId, body: CloseIn) -> AlertPublic:
+    """With a satisfaction rating 1–5."""
+    return _act(context, caller, alert_id,
+                lambda: context.lifecycle.close(alert_id, caller.id, body.rating))  # fmt: skip
+
+
+@router.post("/{alert_id}/reopen", response_model=AlertPublic)
+def reopen(context: Context, caller: Member, alert_id: AlertId) -> AlertPublic:
+    return _act(context, caller, alert_id,
+                lambda: context.lifecycle.reopen(alert_id, caller.id))  # fmt: skip
