@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from devices.errors import StorageError
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -84,6 +86,15 @@ def install(app: FastAPI) -> None:
         return problem_response(
             422, "the request does not match the API", errors=_validation_errors(exc.errors())
         )
+
+    @app.exception_handler(StorageError)
+    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
+        """InfluxDB or a database away: 503, try later; a query it refuses (a function that
+        does not apply to a text field): 422 with its words, which name types, not values."""
+        if exc.retryable:
+            return problem_response(503, "storage unavailable; try again",
+                                    headers={"Retry-After": "5"})  # fmt: skip
+        return problem_response(422, f"the query was refused: {str(exc)[:200]}")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -49,7 +49,7 @@ from devices.families import Channel, Family
 from devices.topics import build_topic
 from gateway.pipeline.deadletter import _DOMAIN as DEAD_LETTER_DOMAIN
 from gateway.pipeline.metrics import GatewayMetrics
-from gateway.registry import Registry
+from gateway.registry import Registry, Role
 from gateway.registry.importer import import_file
 from gateway.runtime import run_gateway
 from gateway.settings import Settings
@@ -61,6 +61,7 @@ from simulators.community import Community
 from simulators.community_cli import parse_scenario, plan_injections
 from simulators.mqtt_tools import drop_session, publish_all
 from simulators.schedule import Schedule, SimClock
+from tests.support.api import add_accounts, crawl, running_api
 from tests.support.community import community_settings
 from tests.support.gateway_util import gateway_env, start_gateway_process
 from tests.support.leak_search import (
@@ -411,6 +412,7 @@ async def test_no_personal_data_anywhere(
     with Registry.open(registry_url) as registry:
         for csv in hostile_fleet(community, tmp_path, receiver):
             import_file(registry, csv, now_ns=time.time_ns())
+        chief = next(m.id for m in registry.members() if m.role is Role.GRID_CHIEF)
 
     clock = SimClock.plan(600, 20)
     injections = plan_injections(community, clock, [parse_scenario("hostile@b01")], 23)
@@ -509,6 +511,17 @@ async def test_no_personal_data_anywhere(
     finally:
         wire.close()
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
+
+    # The API over what the gateway stored (R6), as an administrator of the community and
+    # as its grid chief see it, and what it logged meanwhile.
+    add_accounts(settings, {"leak-admin": {"role": "admin", "scope": unique}, chief: {}})
+    caplog.clear()
+    async with running_api(settings, ingest=False) as api:
+        for user in ("leak-admin", chief):
+            for where, text in (await crawl(api, await api.login(user))).items():
+                sinks[f"API {user}: {where}"] = text
+    assert any('"kind":"fire"' in t for k, t in sinks.items() if k.startswith("API"))
+    sinks["API logs (DEBUG)"] = caplog.text
 
     # Every sink, each checked to be non-empty first.
     async with InfluxV1Client(services.influx_url, influx_db) as influx:

@@ -127,3 +127,61 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     return body
+
+
+async def crawl(api: ApiHandle, credential: str) -> dict[str, str]:
+    """Every read the API offers, as `credential` sees it: each list page by page, each device
+    and alert one by one, every readings field and aggregate, the audit log, dead-letter
+    counts, metrics, and both live feeds' snapshots — response texts by endpoint, for the
+    privacy leak search."""
+    from gateway.api.history import MEASUREMENTS, queryable_fields
+
+    out: dict[str, str] = {}
+    async with api.client(credential) as c:
+
+        async def get(path: str, **params: Any) -> Any:
+            r = await c.get(path, params=params)
+            assert r.status_code == 200, (path, params, r.status_code, r.text[:300])
+            out[f"{path} {sorted(params.items())}"] = r.text
+            return r.json()
+
+        async def pages(path: str, **params: Any) -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            offset = 0
+            while True:
+                page = await get(path, offset=offset, limit=500, **params)
+                items += page["data"]
+                offset += 500
+                if offset >= page["count"]:
+                    return items
+
+        for path in ("/api/v1/places", "/api/v1/members", "/api/v1/devices/status",
+                     "/api/v1/reident/requests"):  # fmt: skip
+            await get(path)
+        roles = set((await get("/api/v1/auth/me"))["roles"])
+        await get("/api/v1/places", rooms="true")
+        for device in await pages("/api/v1/devices"):
+            await get(f"/api/v1/devices/{device['id']}", history=500)
+        for alert in await pages("/api/v1/alerts"):
+            await get(f"/api/v1/alerts/{alert['id']}")
+        policy = api.gateway.policy
+        for measurement in MEASUREMENTS:
+            for field in sorted(queryable_fields(policy, measurement)):
+                for fn in ("count", "last"):  # both apply to text fields too
+                    await get("/api/v1/readings", measurement=measurement, field=field, fn=fn,
+                              window="1h", group_by="unit")  # fmt: skip
+        for name in ("entries", "elder_worn"):
+            await get(f"/api/v1/aggregates/{name}", group_by="unit")
+        if roles & {"admin", "auditor"}:
+            await pages("/api/v1/audit")
+        if "admin" in roles:
+            await get("/api/v1/deadletters/counts")
+        r = await c.get("/metrics")
+        out["/metrics"] = r.text
+    import websockets
+
+    for feed in ("alerts", "status"):
+        url = api.url.replace("http", "ws") + f"/api/v1/ws/{feed}?token={credential}"
+        async with websockets.connect(url) as ws:
+            out[f"ws {feed}"] = str(await asyncio.wait_for(ws.recv(), 10))
+    return out

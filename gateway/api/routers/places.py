@@ -32,7 +32,11 @@ def _subtrees(nodes: list[PlaceNode], scopes: tuple[str, ...]) -> list[PlaceNode
         if node.key in scopes:
             found.append(node)
         else:
-            stack.extend(c for c in node.children if any(s.startswith(c.key + "/") for s in scopes))
+            stack.extend(
+                c
+                for c in node.children
+                if any(s == c.key or s.startswith(c.key + "/") for s in scopes)
+            )
     return sorted(found, key=lambda n: n.key)
 
 
