@@ -92,6 +92,23 @@ def test_only_the_cli_imports_simulators() -> None:
     assert offenders == []
 
 
+def test_inside_the_gateway_cli_imports_api_and_api_imports_runtime() -> None:
+    """`cli → api → runtime → the rest`: only the CLI starts the API, and nothing the API
+    builds on (runtime, pipeline, stores) knows it exists."""
+    api, cli = ROOT / "gateway" / "api", ROOT / "gateway" / "cli"
+    offenders = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "gateway").rglob("*.py")
+        if not path.is_relative_to(api)
+        and not path.is_relative_to(cli)
+        and any(m == "gateway.api" or m.startswith("gateway.api.") for m in imported_modules(path))
+    )
+    assert offenders == []
+    assert not any(
+        m.startswith("gateway.cli") for p in api.rglob("*.py") for m in imported_modules(p)
+    )
+
+
 # A test module imports shared helpers from tests.support, never from another test module.
 MAY_IMPORT_TEST_MODULES: dict[str, set[str]] = {}
 
