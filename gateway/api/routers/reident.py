@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 
 from devices.places import location_of
 from gateway.api.accounts import Principal, StaffRole
-from gateway.api.deps import Approver, Context, Person
+from gateway.api.deps import Context, Person
 from gateway.api.problems import Problem, not_found
 from gateway.api.schemas import (
     DenyIn,
@@ -92,8 +92,8 @@ def requests(context: Context, caller: Person) -> ReidentsPublic:
 
 
 @router.post("/requests/{request_id}/approve", response_model=ReidentPublic)
-def approve(context: Context, caller: Approver, request_id: RequestId) -> ReidentPublic:
-    """By an approver who is not the requester."""
+def approve(context: Context, caller: Person, request_id: RequestId) -> ReidentPublic:
+    """By an approver who is not the requester (anyone else is refused — and audited)."""
     _visible(context, caller, request_id)
     try:
         return _public(context.reident.approve(request_id, _person(caller)))
@@ -104,7 +104,7 @@ def approve(context: Context, caller: Approver, request_id: RequestId) -> Reiden
 
 
 @router.post("/requests/{request_id}/deny", response_model=ReidentPublic)
-def deny(context: Context, caller: Approver, request_id: RequestId, body: DenyIn) -> ReidentPublic:
+def deny(context: Context, caller: Person, request_id: RequestId, body: DenyIn) -> ReidentPublic:
     _visible(context, caller, request_id)
     try:
         return _public(context.reident.deny(request_id, _person(caller), body.reason))
