@@ -41,6 +41,7 @@ from devices.location import Location
 from devices.places import location_key
 from gateway.registry import AccessRole, AuditSink, Registry, Role
 from privacy.audit import AuditAction, find_raw_identifier
+from privacy.identifiers import find_identifier
 
 NS = 1_000_000_000
 ID_LEN = 64
@@ -188,7 +189,7 @@ def _sha256(text: str) -> str:
 def check_user_id(user_id: str) -> str:
     if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
         raise AccountError("a user id is 1–64 letters, digits and . _ : @ -")
-    if find_raw_identifier(user_id):
+    if find_identifier(user_id) is not None or find_raw_identifier(user_id) is not None:
         raise AccountError("a user id must not be a phone, ID or plate number")
     return user_id
 
