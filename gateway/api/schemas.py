@@ -5,9 +5,9 @@ pseudonym, feedback is scrubbed, members carry no contact details)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 def at(ns: int | None) -> datetime | None:
@@ -21,6 +21,22 @@ def ns_of(when: datetime) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1e9)
+
+
+# What a nanosecond stamp in a signed 64-bit integer (SQLite, InfluxDB) can hold, with room for
+# the day a default range reaches back from its end.
+EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def _storable(when: datetime) -> datetime:
+    if not EARLIEST <= (when if when.tzinfo else when.replace(tzinfo=UTC)) <= LATEST:
+        raise ValueError(f"a time between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} is needed")
+    return when
+
+
+Instant = Annotated[datetime, AfterValidator(_storable)]
+"""A time a request filters by (naive means UTC) that `ns_of` turns into a storable stamp."""
 
 
 class _In(BaseModel):

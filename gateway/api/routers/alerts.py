@@ -6,7 +6,6 @@ escalation where the lifecycle says; a member not responsible for the alert's pl
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -34,6 +33,7 @@ from gateway.api.schemas import (
     CloseIn,
     CoordinateIn,
     DeliveryPublic,
+    Instant,
     ResolveIn,
     StepPublic,
     at,
@@ -97,8 +97,8 @@ def list_alerts(
     severity: Annotated[list[Severity] | None, Query(description="1 (I) to 4 (IV)")] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     place: Annotated[str | None, Query(max_length=324)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     open_only: bool = False,
     incidents: Annotated[
         bool, Query(description="only incidents (alerts grouping others)")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from gateway.alerts.store import unbacked_alert_records
 from gateway.api.deps import Auditor, Context, OnlyAuditor, Paging
-from gateway.api.schemas import AuditRecordPublic, AuditRecordsPublic, VerifyPublic, at, ns_of
+from gateway.api.schemas import (
+    AuditRecordPublic,
+    AuditRecordsPublic,
+    Instant,
+    VerifyPublic,
+    at,
+    ns_of,
+)
 from privacy.audit import AuditAction
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -20,8 +26,8 @@ def query(
     context: Context,
     caller: Auditor,
     paging: Paging,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: AuditAction | None = None,
     subject: Annotated[str | None, Query(max_length=160)] = None,

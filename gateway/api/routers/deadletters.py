@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter
 
 from gateway.api.deps import Admin, Context
-from gateway.api.schemas import DeadLetterCount, DeadLettersPublic, at, ns_of
+from gateway.api.schemas import DeadLetterCount, DeadLettersPublic, Instant, at, ns_of
 
 router = APIRouter(prefix="/deadletters", tags=["dead letters"])
 
@@ -17,8 +17,8 @@ router = APIRouter(prefix="/deadletters", tags=["dead letters"])
 def counts(
     context: Context,
     caller: Admin,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> DeadLettersPublic:
     """Per hour and reason over [since, until) (default: the last day)."""
     until_ns = ns_of(until) if until else context.clock_ns()

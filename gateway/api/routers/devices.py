@@ -5,7 +5,6 @@ offline devices that matter first)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -18,6 +17,7 @@ from gateway.api.schemas import (
     DeviceDetailPublic,
     DevicePublic,
     DevicesPublic,
+    Instant,
     LivenessPoint,
     OnlineCount,
     StatusPublic,
@@ -61,8 +61,8 @@ def list_devices(
     vendor: Annotated[str | None, Query(max_length=64)] = None,
     place: Annotated[str | None, Query(max_length=324)] = None,
     online: bool | None = None,
-    seen_before: datetime | None = None,
-    seen_after: datetime | None = None,
+    seen_before: Instant | None = None,
+    seen_after: Instant | None = None,
 ) -> DevicesPublic:
     """Devices in the caller's places, by id. `online=false` includes never-heard-of devices."""
     where = DeviceFilter(

@@ -17,7 +17,7 @@ from gateway.api.history import (
     run,
 )
 from gateway.api.problems import Problem
-from gateway.api.schemas import Cell, ReadingsPublic, at, ns_of
+from gateway.api.schemas import Cell, Instant, ReadingsPublic, at, ns_of
 
 router = APIRouter(tags=["readings"])
 
@@ -71,8 +71,8 @@ async def readings(
     field: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
     fn: Fn = "mean",
     window: Window = "1h",
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     place: Place = None,
     group_by: GroupBy | None = None,
 ) -> ReadingsPublic:
@@ -92,8 +92,8 @@ async def aggregate(
     caller: Caller,
     name: Literal["entries", "elder_worn"],
     window: Window = "1h",
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: Instant | None = None,
+    end: Instant | None = None,
     place: Place = None,
     group_by: GroupBy = "building",
 ) -> ReadingsPublic:
