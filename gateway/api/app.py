@@ -17,6 +17,7 @@ from gateway.alerts.model import Alert
 from gateway.api import problems
 from gateway.api.context import build
 from gateway.api.feeds import AlertPoller, Feed, run_alert_feed, run_status_feed
+from gateway.api.problems import PROBLEM_JSON
 from gateway.api.routers import (
     alerts,
     audit,
@@ -29,12 +30,20 @@ from gateway.api.routers import (
     reident,
     ws,
 )
+from gateway.api.schemas import ProblemPublic
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+_PROBLEM = {"model": ProblemPublic, "content": {PROBLEM_JSON: {}}}
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    401: {**_PROBLEM, "description": "missing, expired or unknown credentials"},
+    403: {**_PROBLEM, "description": "the caller's role may not do this"},
+    404: {**_PROBLEM, "description": "not found, or outside the caller's places"},
+    422: {**_PROBLEM, "description": "the request does not match the API"},
+}
 STATUS_EVERY_S = 2.0
 
 
@@ -117,7 +126,7 @@ def create_app(
             metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
         return response
 
-    v1 = APIRouter(prefix=API_PREFIX)
+    v1 = APIRouter(prefix=API_PREFIX, responses=PROBLEMS)
     for module in (auth, places, devices, readings, alerts, reident, audit, deadletters, ws):
         v1.include_router(module.router)
     app.include_router(v1)

@@ -316,6 +316,15 @@ class DeadLettersPublic(BaseModel):
     data: list[DeadLetterCount]
 
 
+class ProblemPublic(BaseModel):
+    """RFC 9457 problem details: every error the API answers with."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+
+
 class HealthPublic(BaseModel):
     status: str
     checks: dict[str, str] = {}
