@@ -150,3 +150,46 @@ def _ns(iso: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(iso).timestamp() * 1e9)
+
+
+async def test_a_feed_client_that_falls_behind_is_closed_with_4008(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    """A one-message queue and three alerts found in one poll: the client is closed with a
+    clear code rather than buffered, and a new connection starts from a fresh snapshot."""
+    community, registry_url, _ = registered_community(60, 76, unique, tmp_path)
+    settings = community_settings(
+        services, unique, influx_db, tmp_path, registry_url,
+        audit_path=tmp_path / "audit.sqlite3", api_feed_queue=1, api_feed_poll_s=2.0,
+    )  # fmt: skip
+    with Registry.open(registry_url) as registry:
+        chief = registry.members_for(community.devices[0].location, [Role.GRID_CHIEF])[0].id
+    add_accounts(settings, {chief: {}})
+    leaks = [m for d in gas_detectors(community)[:3] for m in leaking(d)]
+    try:
+        async with running_api(settings) as api:
+            token = await api.login(chief)
+            url = api.url.replace("http", "ws") + f"/api/v1/ws/alerts?token={token}"
+            async with websockets.connect(url) as feed:
+                assert json.loads(await asyncio.wait_for(feed.recv(), 10))["type"] == "snapshot"
+                publish_all(services.mqtt_host, services.mqtt_port, leaks)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(feed.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+            async with websockets.connect(url) as again:
+                snapshot = json.loads(await asyncio.wait_for(again.recv(), 10))
+            assert snapshot["type"] == "snapshot"
+            assert {a["kind"] for a in snapshot["alerts"]} == {"gas_leak"}
+            assert len(snapshot["alerts"]) == 3
+            async with websockets.connect(url.split("?")[0] + "?token=ggt_forged") as denied:
+                with pytest.raises(websockets.ConnectionClosed) as refused:
+                    await asyncio.wait_for(denied.recv(), 10)
+            assert refused.value.rcvd is not None and refused.value.rcvd.code == 4401
+            async with api.client() as c:
+                metrics = (await c.get("/metrics")).text
+            assert (
+                'gridgate_api_websocket_slow_closed_total{feed="/api/v1/ws/alerts"} 1.0' in metrics
+            )
+    finally:
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
