@@ -21,7 +21,7 @@ SERVICES := scripts/services.sh
 # root needs no sudo; anyone else installs Debian packages through it
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help venv services stop lint test demo bench bench-alerts bench-storm clean key
+.PHONY: help venv services stop lint test demo bench bench-alerts bench-storm bench-api clean key
 
 help: ## list the targets
 	@echo "gridgate make targets:"
@@ -80,6 +80,9 @@ bench-alerts: $(STAMP) services ## level-I alert latency (p50/p99) under full co
 
 bench-storm: $(STAMP) services ## 10-minute hostile + alarm-storm run, notifications vs bound
 	$(VENV)/bin/python -m bench.alarm_storm
+
+bench-api: $(STAMP) services ## API latency (alert list, readings history, raise-to-WebSocket) under load
+	$(VENV)/bin/python -m bench.api
 
 clean: ## stop services, remove .run, .venv and egg-info
 	@if [ -x $(SERVICES) ]; then $(SERVICES) stop; fi

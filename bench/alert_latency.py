@@ -404,8 +404,9 @@ def _int(text: str) -> int:
 class Gateway:
     """`gridgate run` (with its 10 s progress lines) as a separate process."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], extra_args: Sequence[str] = ()) -> None:
         self.env = env
+        self.extra_args = list(extra_args)  # e.g. --api
         self.proc: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
         self.subscribed = threading.Event()
@@ -418,7 +419,7 @@ class Gateway:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"],
+            [sys.executable, "-m", "gateway.cli", "run", *self.extra_args],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, name="gateway-stderr", daemon=True)
