@@ -182,6 +182,9 @@ class AlertService:
         self.hub = Hub()
         self.audit = audit
         self.changes = 0
+        # called (in the event loop) after alerts changed in this process: the API's live
+        # feed looks at once instead of at its next poll
+        self.on_change: list[Callable[[], None]] = []
         self.deliveries_refused = 0  # notifications the outbox would not take (bugs)
         self._worker: DeliveryWorker | None = None
 
@@ -221,6 +224,8 @@ class AlertService:
                 ) from exc
             raise
         self.changes += len(changes)
+        if changes:
+            self._changed()
         if refused:
             changes += await asyncio.to_thread(self._report_refused, conditions, refused)
         for change in list(changes):
@@ -229,6 +234,10 @@ class AlertService:
         if self._worker is not None and any(c.notify for c in changes):
             self._worker.notify()
         return refused
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     def _handle_isolating(
         self, conditions: Sequence[Condition], offset: int
@@ -346,6 +355,8 @@ class AlertService:
     async def _escalate(self) -> None:
         while True:
             done = await asyncio.to_thread(self.escalator.due)
+            if done:
+                self._changed()
             if done and self._worker is not None:
                 self._worker.notify()
             if len(done) < 200:

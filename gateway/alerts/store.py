@@ -122,7 +122,7 @@ class AlertRow(AlertBase):
     resolve_deadline_ns: Mapped[int | None] = mapped_column(BigInteger, index=True)
     event_seq: Mapped[int] = mapped_column(Integer, default=0)  # the last step's number
     raised_ns: Mapped[int] = mapped_column(BigInteger)  # gateway time of the raise
-    updated_ns: Mapped[int] = mapped_column(BigInteger)
+    updated_ns: Mapped[int] = mapped_column(BigInteger, index=True)  # live feeds poll by it
     ended_ns: Mapped[int | None] = mapped_column(BigInteger)  # left the open states
     feedback: Mapped[str | None] = mapped_column(Text)
     rating: Mapped[int | None] = mapped_column(SmallInteger)

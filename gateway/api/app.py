@@ -80,10 +80,17 @@ def create_app(
             def render(alert: Alert) -> dict[str, object]:
                 return alerts.alert_public(alert).model_dump(mode="json")
 
+            hint = asyncio.Event()  # alerts changed in this process (`gridgate run --api`)
+            context.alert_service.on_change.append(hint.set)
             tasks = [
                 asyncio.create_task(
                     run_alert_feed(
-                        alert_feed, AlertPoller(gw.registry), render, stop, settings.api_feed_poll_s
+                        alert_feed,
+                        AlertPoller(gw.registry),
+                        render,
+                        stop,
+                        settings.api_feed_poll_s,
+                        hint,
                     ),
                     name="api-alert-feed",
                 ),
@@ -101,6 +108,7 @@ def create_app(
                 yield
             finally:
                 stop.set()
+                context.alert_service.on_change.remove(hint.set)
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     app = FastAPI(

@@ -112,8 +112,12 @@ async def run_alert_feed(
     render: Callable[[Alert], dict[str, Any]],
     stop: asyncio.Event,
     every_s: float,
+    hint: asyncio.Event | None = None,
 ) -> None:
+    """Poll every `every_s`, or at once when `hint` is set (alerts changed in this process)."""
+    hint = hint or asyncio.Event()
     while not stop.is_set():
+        hint.clear()
         try:
             changed = await asyncio.to_thread(poller.changes)
         except Exception as exc:  # the database away for a moment: try again next time
@@ -124,8 +128,10 @@ async def run_alert_feed(
             for sub in list(feed.subscribers):
                 if sub.caller.sees(alert.place):
                     sub.offer(message)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hint.wait())]
+        await asyncio.wait(waits, timeout=every_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
 
 
 async def run_status_feed(
