@@ -47,6 +47,7 @@ from devices.location import Location
 from devices.places import PlaceLevel
 from gateway.alerts.model import OPEN_STATES, Alert, AlertState, Severity
 from gateway.registry import AuditSink, Registry
+from gateway.registry.queries import under
 from privacy.audit import AuditAction, AuditEntry, AuditRecord, check_entry
 
 log = logging.getLogger(__name__)
@@ -432,10 +433,7 @@ class AlertStore:
         if states is not None:
             stmt = stmt.where(AlertRow.state.in_([s.value for s in states]))
         if place_prefix:
-            stmt = stmt.where(
-                (AlertRow.place == place_prefix)
-                | AlertRow.place.startswith(place_prefix + "/", autoescape=True)
-            )
+            stmt = stmt.where(under(AlertRow.place, [place_prefix]))
         with self.registry.reading() as s:
             return [to_alert(r) for r in s.scalars(stmt)]
 

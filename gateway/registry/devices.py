@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, false, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
 
 from devices.info import DeviceInfo
 from devices.places import location_of
 from gateway.registry._models import Device
 from gateway.registry.database import Database
 from gateway.registry.places import names_along
+from gateway.registry.queries import under
 from gateway.registry.records import DeviceDetail, DeviceFilter, DeviceState, Liveness
 
 
@@ -126,13 +127,6 @@ _DEVICE_INFO = select(
     Device.installed,
     Device.gate_approved,
 )
-
-
-def under(column: Any, keys: Sequence[str]) -> ColumnElement[bool]:
-    """`column` (a place key) is one of `keys` or inside one of them."""
-    if not keys:
-        return false()
-    return or_(*(or_(column == k, column.startswith(k + "/", autoescape=True)) for k in keys))
 
 
 def _conditions(where: DeviceFilter) -> list[ColumnElement[bool]]:

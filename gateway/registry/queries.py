@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, false, or_
 
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
 IN_CHUNK = 500
@@ -15,4 +17,11 @@ def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-__all__ = ["IN_CHUNK", "chunks"]
+def under(column: Any, keys: Sequence[str]) -> ColumnElement[bool]:
+    """`column` (a place key) is one of `keys` or inside one of them (none: nothing is)."""
+    if not keys:
+        return false()
+    return or_(*(or_(column == k, column.startswith(k + "/", autoescape=True)) for k in keys))
+
+
+__all__ = ["IN_CHUNK", "chunks", "under"]

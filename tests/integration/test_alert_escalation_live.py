@@ -1,7 +1,7 @@
 """Escalation (逐级上报) and dead deliveries through the real services, on a fake clock.
 
 The gateway runs with real Mosquitto, InfluxDB and SQLite; only the alerts' wall clock is a
-`FakeClock` the test moves forward, so the 5-minute acknowledgement limit of a level-I alert
+fake `Clock` the test moves forward, so the 5-minute acknowledgement limit of a level-I alert
 passes in a moment. A gas detector reports 60 %LEL (above the level-2 alarm, severity I) over
 MQTT; grid members are real MQTT subscribers; the emergency webhook is a real HTTP server.
 """
@@ -22,6 +22,7 @@ from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from gateway.settings import Settings
 from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.alert_world import Clock
 from tests.support.community import community_settings, gas_detectors, leaking
 from tests.support.gateway_util import running_gateway
 from tests.support.members import FIRST_RESPONDERS, Members
@@ -34,17 +35,6 @@ pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 ACK_WITHIN_S = 300  # level I in the shipped routing policy
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_ns = time.time_ns()
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += int(seconds * S)
 
 
 def fast_escalation_settings(
@@ -77,7 +67,7 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
     community, registry_url, _ = registered_community(60, 51, unique, tmp_path)
     ignored, taken = gas_detectors(community)[:2]
     settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
-    clock = FakeClock()
+    clock = Clock(time.time_ns())
     members = Members(services.mqtt_host, services.mqtt_port, unique)
     with Registry.open(registry_url) as registry:
         role_of = {m.id: m.role for m in registry.members()}
@@ -107,12 +97,12 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
                 acker = next(iter(told(members, b.id, "raised")))
                 Lifecycle(store, clock_ns=clock).acknowledge(b.id, acker)
 
-                due_at = clock.now_ns + ACK_WITHIN_S * S  # the raise was at the clock's start
+                due_at = clock.now + ACK_WITHIN_S * S  # the raise was at the clock's start
                 for level, role in enumerate(
                     (Role.GRID_CHIEF, Role.DUTY_DESK, Role.STREET_OFFICE), start=1
                 ):
                     assert alert_of(store, a.id).ack_deadline_ns == due_at
-                    clock.now_ns = due_at
+                    clock.now = due_at
                     await wait_for(
                         lambda role=role: by_role[role] <= told(members, a.id, "escalated"),
                         30,
@@ -181,7 +171,7 @@ async def dead_webhook_raises_alert(
     community, registry_url, _ = registered_community(60, 53, unique, tmp_path)
     detector = gas_detectors(community)[0]
     settings = fast_escalation_settings(services, unique, influx_db, tmp_path, registry_url)
-    clock = FakeClock()
+    clock = Clock(time.time_ns())
     members = Members(services.mqtt_host, services.mqtt_port, unique)
     with Registry.open(registry_url) as registry:
         duty_desk = {m.id for m in registry.members_for(detector.location, [Role.DUTY_DESK])}

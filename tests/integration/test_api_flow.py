@@ -17,6 +17,7 @@ import websockets
 
 from gateway.registry import Registry, Role
 from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.alert_world import Clock
 from tests.support.api import add_accounts, assert_problem, audit_verify, running_api
 from tests.support.community import community_settings, gas_detectors, leaking
 from tests.support.registered import registered_community
@@ -26,17 +27,6 @@ pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 ACK_WITHIN_S = 300  # level I, shipped routing policy
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_ns = time.time_ns()
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += int(seconds * S)
 
 
 async def test_a_gas_leak_is_acknowledged_handled_resolved_and_closed_through_the_api(
@@ -51,7 +41,7 @@ async def test_a_gas_leak_is_acknowledged_handled_resolved_and_closed_through_th
     with Registry.open(registry_url) as registry:
         unit_head = registry.members_for(detector.location, [Role.UNIT_HEAD])[0].id
     add_accounts(settings, {unit_head: {}})
-    clock = FakeClock()
+    clock = Clock(time.time_ns())
     try:
         async with running_api(settings, clock) as api:
             token = await api.login(unit_head)

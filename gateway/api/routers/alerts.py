@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import aliased
 
 from gateway.alerts.delivery.outbox import OutboxItem
@@ -39,6 +39,7 @@ from gateway.api.schemas import (
     at,
     ns_of,
 )
+from gateway.registry.queries import under
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 # the lifecycle's step names → this API's action paths
@@ -79,15 +80,6 @@ def alert_public(alert: Alert) -> AlertPublic:
     )
 
 
-def _under(caller: Principal) -> object:
-    return or_(
-        *(
-            or_(AlertRow.place == s, AlertRow.place.startswith(s + "/", autoescape=True))
-            for s in caller.scopes
-        )
-    )
-
-
 @router.get("", response_model=AlertsPublic)
 def list_alerts(
     context: Context,
@@ -108,13 +100,11 @@ def list_alerts(
     """Newest first, within the caller's places."""
     if not caller.scopes:
         return AlertsPublic(data=[], count=0)
-    conditions = [_under(caller)]
+    conditions = [under(AlertRow.place, caller.scopes)]
     if place:
         if not caller.sees(place):
             raise not_found("no such place")
-        conditions.append(
-            or_(AlertRow.place == place, AlertRow.place.startswith(place + "/", autoescape=True))
-        )
+        conditions.append(under(AlertRow.place, [place]))
     if state:
         conditions.append(AlertRow.state.in_([s.value for s in state]))
     if open_only:
@@ -133,10 +123,10 @@ def list_alerts(
         grouped = aliased(AlertRow)
         conditions.append(exists().where(grouped.incident_id == AlertRow.id))
     with context.registry.reading() as s:
-        total = s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))  # type: ignore[arg-type]
+        total = s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))
         rows = s.scalars(
             select(AlertRow)
-            .where(*conditions)  # type: ignore[arg-type]
+            .where(*conditions)
             .order_by(AlertRow.id.desc())
             .offset(paging.offset)
             .limit(paging.limit)
