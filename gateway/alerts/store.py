@@ -46,7 +46,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from devices.location import Location
 from devices.places import PlaceLevel
 from gateway.alerts.model import OPEN_STATES, Alert, AlertState, Severity
-from gateway.registry import AuditSink, Registry
+from gateway.registry import NAMING_CONVENTION, AuditSink, Registry
 from gateway.registry.queries import under
 from privacy.audit import AuditAction, AuditEntry, AuditRecord, check_entry
 
@@ -69,15 +69,7 @@ def subject_of(alert_id: int) -> str:
 
 class AlertBase(DeclarativeBase):
     # Own metadata: the registry's `Base` is another team's; names stable for migrations.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid

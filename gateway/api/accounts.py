@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from devices.errors import GridgateError
 from devices.location import Location
 from devices.places import location_key
-from gateway.registry import AccessRole, AuditSink, Registry, Role
+from gateway.registry import NAMING_CONVENTION, AccessRole, AuditSink, Registry, Role
 from privacy.audit import AuditAction, find_raw_identifier
 from privacy.identifiers import find_identifier
 
@@ -126,14 +126,7 @@ class KeyInfo:
 
 
 class ApiBase(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class AccountRow(ApiBase):

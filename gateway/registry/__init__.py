@@ -8,7 +8,7 @@ this package. `import_file` loads a property firm's fleet file (docs/fleet-file.
 re-identification under graded approval is `reident`.
 """
 
-from gateway.registry.database import AuditSink
+from gateway.registry.database import NAMING_CONVENTION, AuditSink
 from gateway.registry.importer import FleetFileError, ImportReport, import_file, rekey_file
 from gateway.registry.records import (
     AccessRole,
@@ -31,6 +31,7 @@ from gateway.registry.residents import ConsentCache
 from gateway.registry.store import Registry
 
 __all__ = [
+    "NAMING_CONVENTION",
     "AccessRole",
     "AuditSink",
     "ChannelKind",

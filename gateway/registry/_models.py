@@ -35,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from devices.families import Family
 from devices.places import PlaceLevel
+from gateway.registry.database import NAMING_CONVENTION
 from gateway.registry.records import AccessRole, ChannelKind, Power, RequestStatus, Role
 
 ID_LEN = 64  # devices.topics.ID_PATTERN allows at most 64 characters
@@ -67,15 +68,7 @@ def _values_enum(enum: type[StrEnum], name: str) -> Enum:
 
 class Base(DeclarativeBase):
     # Stable constraint names: migrations (Alembic) and PostgreSQL error messages need them.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class Place(Base):

@@ -17,6 +17,16 @@ from sqlalchemy.orm import Session
 from devices.errors import ConfigError
 from privacy.audit import AuditAction, AuditRecord
 
+# Stable constraint names (migrations and PostgreSQL error messages need them), for the
+# registry's tables and for the tables other parts keep beside them (alerts, API accounts).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 class AuditSink(Protocol):
     """Where the registry writes audit records: `gateway.audit.store.AuditStore`."""
@@ -65,4 +75,4 @@ class Database:
                 session.rollback()
 
 
-__all__ = ["AuditSink", "Database"]
+__all__ = ["NAMING_CONVENTION", "AuditSink", "Database"]
