@@ -251,6 +251,11 @@ class DenyIn(_In):
     reason: str = Field(default="", max_length=500)
 
 
+class ReviewIn(_In):
+    upheld: bool
+    note: str = Field(default="", max_length=500)
+
+
 class ReidentPublic(BaseModel):
     id: str
     pseudonym: str

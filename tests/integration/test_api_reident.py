@@ -86,6 +86,18 @@ async def test_graded_approval_and_the_emergency_path(
                 urgent = (await c.post("/api/v1/reident/requests", json=claim)).json()
                 assert urgent["status"] == "granted" and urgent["emergency"] is True
                 assert urgent["needs_review"] is True
+            async with api.client(approver) as c:  # the approver does not uphold it
+                reviewed = await c.post(f"/api/v1/reident/requests/{urgent['id']}/review",
+                                        json={"upheld": False, "note": "no danger to life"})  # fmt: skip
+                assert reviewed.status_code == 200, reviewed.text
+                assert reviewed.json()["needs_review"] is False
+                assert_problem(await c.post(f"/api/v1/reident/requests/{urgent['id']}/review",
+                                            json={"upheld": True}), 409)  # fmt: skip
+            async with api.client(mine) as c:  # revoked at once: nothing to resolve
+                revoked = assert_problem(
+                    await c.post(f"/api/v1/reident/requests/{urgent['id']}/resolve"), 403
+                )
+                assert "expired or was revoked" in revoked["detail"]
                 # a place outside one's own is not there
                 assert_problem(await c.post("/api/v1/reident/requests", json={
                     **body, "place": f"{unique}/g99"}), 404)  # fmt: skip

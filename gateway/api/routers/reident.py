@@ -18,6 +18,7 @@ from gateway.api.schemas import (
     ReidentIn,
     ReidentPublic,
     ReidentsPublic,
+    ReviewIn,
     at,
 )
 from gateway.registry.reident import (
@@ -114,6 +115,25 @@ def deny(context: Context, caller: Person, request_id: RequestId, body: DenyIn) 
         raise Problem(422, str(exc)) from exc
     except NotPermitted as exc:
         raise Problem(409 if "not pending" in str(exc) else 403, str(exc)) from exc
+
+
+@router.post("/requests/{request_id}/review", response_model=ReidentPublic)
+def review(
+    context: Context, caller: Person, request_id: RequestId, body: ReviewIn
+) -> ReidentPublic:
+    """An approver's review of an emergency grant after the fact; not upheld revokes it now."""
+    _visible(context, caller, request_id)
+    try:
+        made = context.reident.review(
+            request_id, _person(caller), upheld=body.upheld, note=body.note
+        )
+    except RequestNotFound as exc:
+        raise not_found("no such request") from exc
+    except InvalidRequest as exc:
+        raise Problem(422, str(exc)) from exc
+    except NotPermitted as exc:
+        raise Problem(409 if "not awaiting" in str(exc) else 403, str(exc)) from exc
+    return _public(made)
 
 
 @router.post("/requests/{request_id}/resolve", response_model=IdentityPublic)
