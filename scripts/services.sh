@@ -162,6 +162,31 @@ ensure_installed() {
         || die "packages installed but mosquitto/influxd/curl still not found"
 }
 
+# The browser tests' Chromium, its driver and CJK fonts (Debian's packages; no daemons).
+ensure_browser() {
+    local -a missing=()
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+    pkg_installed fonts-noto-cjk || missing+=(fonts-noto-cjk)
+    ((${#missing[@]})) || return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available"
+    exec 8>>/tmp/gridgate-install.lock
+    chmod 666 /tmp/gridgate-install.lock 2>/dev/null || true
+    flock -w 900 8 || die "timed out waiting for /tmp/gridgate-install.lock"
+    say "installing ${missing[*]} (apt-get)"
+    local -a apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
+        -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
+        -o Dpkg::Options::=--force-confold)
+    if ! "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        "${apt[@]}" update -qq
+        "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || die "apt-get install ${missing[*]} failed"
+    fi
+    exec 8>&-
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] \
+        || die "packages installed but chromium/chromedriver still not found"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Process and port helpers
 # ---------------------------------------------------------------------------------------------
@@ -515,8 +540,11 @@ case "${1:-}" in
     status)
         status || exit $?
         ;;
+    browser)
+        ensure_browser
+        ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop|status|browser" >&2
         exit 2
         ;;
 esac

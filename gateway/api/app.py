@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from gateway.alerts.model import Alert
 from gateway.api import problems
@@ -33,6 +34,7 @@ from gateway.api.routers import (
 from gateway.api.schemas import ProblemPublic
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.web import WEB_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,7 @@ def create_app(
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.mount("/m", StaticFiles(directory=WEB_ROOT / "member", html=True), name="member-page")
     return app
 
 

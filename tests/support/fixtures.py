@@ -1,0 +1,35 @@
+"""The real-service fixtures integration and browser tests share (their conftests import them):
+one start of the services per session, a unique community id and InfluxDB database per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.services import ROOT, Services
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    subprocess.run([str(ROOT / "scripts" / "services.sh"), "start"], check=True, cwd=ROOT)
+    return Services(
+        mqtt_host="127.0.0.1",
+        mqtt_port=int(os.environ.get("GRIDGATE_MQTT_PORT", "18830")),
+        influx_url=f"http://127.0.0.1:{int(os.environ.get('GRIDGATE_INFLUX_PORT', '18086'))}",
+    )
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short id unique to this test: use it as community id / database suffix."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def influx_db(unique: str) -> Iterator[str]:
+    """A fresh InfluxDB database name for this test (created by whoever writes first)."""
+    yield f"gg_{unique}"
