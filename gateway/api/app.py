@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from gateway.alerts.model import Alert
@@ -141,6 +142,14 @@ def create_app(
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    def screen() -> FileResponse:
+        """The property firm's monitoring screen (大屏)."""
+        return FileResponse(WEB_ROOT / "screen" / "index.html")
+
+    app.mount("/screen", StaticFiles(directory=WEB_ROOT / "screen"), name="screen")
+    app.mount("/vendor", StaticFiles(directory=WEB_ROOT / "vendor"), name="vendor")
     app.mount("/m", StaticFiles(directory=WEB_ROOT / "member", html=True), name="member-page")
     return app
 

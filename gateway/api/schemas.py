@@ -186,11 +186,24 @@ class AlertPublic(BaseModel):
     ack_deadline: datetime | None
     resolve_deadline: datetime | None
     allowed_actions: list[str]
+    acknowledged_by: str | None = None  # in lists and one alert; not in live-feed messages
 
 
 class AlertsPublic(BaseModel):
     data: list[AlertPublic]
     count: int
+
+
+class AlertSummaryPublic(BaseModel):
+    """Alerts raised since a time, counted (a screen's charts)."""
+
+    since: datetime
+    total: int
+    by_severity: dict[str, int]
+    by_state: dict[str, int]
+    open: int
+    acknowledged: int
+    mean_ack_s: float | None  # raise to first acknowledgement, over those acknowledged
 
 
 class StepPublic(BaseModel):

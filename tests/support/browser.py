@@ -44,6 +44,10 @@ def chromium(width: int, height: int) -> Iterator[webdriver.Chrome]:
         driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         try:
             driver.set_window_size(width, height)
+            # the page's viewport exactly (a window's size includes what the browser keeps)
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600,
+            })  # fmt: skip
             yield driver
         finally:
             driver.quit()

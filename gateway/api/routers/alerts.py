@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from gateway.alerts.delivery.outbox import OutboxItem
 from gateway.alerts.lifecycle import (
@@ -22,7 +22,7 @@ from gateway.alerts.lifecycle import (
     allowed_actions,
 )
 from gateway.alerts.model import Alert, AlertState, Severity
-from gateway.alerts.store import AlertEvent, AlertRow, to_alert
+from gateway.alerts.store import AlertEvent, AlertEventRow, AlertRow, to_alert
 from gateway.api.accounts import Principal
 from gateway.api.deps import Caller, Context, Member, Paging
 from gateway.api.problems import Problem, not_found
@@ -30,6 +30,7 @@ from gateway.api.schemas import (
     AlertDetailPublic,
     AlertPublic,
     AlertsPublic,
+    AlertSummaryPublic,
     CloseIn,
     CoordinateIn,
     DeliveryPublic,
@@ -55,7 +56,7 @@ def actions_for(state: AlertState) -> list[str]:
 AlertId = Annotated[int, Path(ge=1, le=2**62)]
 
 
-def alert_public(alert: Alert) -> AlertPublic:
+def alert_public(alert: Alert, acknowledged_by: str | None = None) -> AlertPublic:
     first, last = at(alert.first_ns), at(alert.last_ns)
     assert first is not None and last is not None
     return AlertPublic(
@@ -77,6 +78,7 @@ def alert_public(alert: Alert) -> AlertPublic:
         ack_deadline=at(alert.ack_deadline_ns),
         resolve_deadline=at(alert.resolve_deadline_ns),
         allowed_actions=actions_for(alert.state),
+        acknowledged_by=acknowledged_by,
     )
 
 
@@ -132,7 +134,59 @@ def list_alerts(
             .limit(paging.limit)
         ).all()
         alerts = [to_alert(r) for r in rows]
-    return AlertsPublic(data=[alert_public(a) for a in alerts], count=total or 0)
+        ackers = _acknowledgers(s, [a.id for a in alerts])
+    data = [alert_public(a, ackers.get(a.id)) for a in alerts]
+    return AlertsPublic(data=data, count=total or 0)
+
+
+def _acknowledgers(s: Session, ids: list[int]) -> dict[int, str]:
+    """alert id → who acknowledged it (the latest acknowledgement)."""
+    if not ids:
+        return {}
+    rows = s.execute(
+        select(AlertEventRow.alert_id, AlertEventRow.actor)
+        .where(AlertEventRow.alert_id.in_(ids), AlertEventRow.step == "acknowledged")
+        .order_by(AlertEventRow.seq)
+    )
+    return {alert_id: actor for alert_id, actor in rows}
+
+
+@router.get("/summary", response_model=AlertSummaryPublic)
+def summary(context: Context, caller: Caller, since: Instant | None = None) -> AlertSummaryPublic:
+    """Alerts raised in the caller's places since `since` (default: the last day), counted by
+    severity and state, with the mean time from raise to acknowledgement."""
+    since_ns = ns_of(since) if since else context.clock_ns() - 86_400 * 1_000_000_000
+    where = [under(AlertRow.place, caller.scopes), AlertRow.first_ns >= since_ns]
+    with context.registry.reading() as s:
+        rows = s.execute(select(AlertRow.id, AlertRow.severity, AlertRow.state, AlertRow.first_ns)
+                         .where(*where)).all()  # fmt: skip
+        first_ack = dict(
+            s.execute(
+                select(AlertEventRow.alert_id, func.min(AlertEventRow.at_ns))
+                .join(AlertRow, AlertRow.id == AlertEventRow.alert_id)
+                .where(*where, AlertEventRow.step == "acknowledged")
+                .group_by(AlertEventRow.alert_id)
+            ).all()
+        )
+    by_severity = {name: 0 for name in ("I", "II", "III", "IV")}
+    by_state = {state.value: 0 for state in AlertState}
+    waits = []
+    for alert_id, severity, state, first_ns in rows:
+        by_severity[Severity(severity).name] += 1
+        by_state[state] += 1
+        if alert_id in first_ack:
+            waits.append((first_ack[alert_id] - first_ns) / 1e9)
+    when = at(since_ns)
+    assert when is not None
+    return AlertSummaryPublic(
+        since=when,
+        total=len(rows),
+        by_severity=by_severity,
+        by_state=by_state,
+        open=sum(by_state[s] for s in ("raised", "notified", "acknowledged", "handling")),
+        acknowledged=len(waits),
+        mean_ack_s=round(sum(waits) / len(waits), 1) if waits else None,
+    )
 
 
 def _visible(context: Context, caller: Principal, alert_id: int) -> Alert:
@@ -179,13 +233,15 @@ def one_alert(context: Context, caller: Caller, alert_id: AlertId) -> AlertDetai
         raise not_found("no such alert")
     alert = detail.alert
     deliveries = context.alert_service.outbox.items(alert_id=alert_id)
+    timeline = context.alerts.events(alert_id)
+    ackers = [e.actor for e in timeline if e.step == "acknowledged"]
     return AlertDetailPublic(
-        **alert_public(alert).model_dump(),
+        **alert_public(alert, ackers[-1] if ackers else None).model_dump(),
         place_names=list(context.registry.place_names(alert.place)),
         feedback=detail.feedback,
         rating=detail.rating,
         ended=at(detail.ended_ns),
-        timeline=[_step(e) for e in context.alerts.events(alert_id)],
+        timeline=[_step(e) for e in timeline],
         deliveries=[_delivery(d) for d in deliveries],
         grouped=[alert_public(a) for a in context.alerts.members_of(alert_id)],
     )
