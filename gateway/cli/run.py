@@ -75,6 +75,41 @@ async def api_only_command(settings: Settings) -> int:
 # -- demo ---------------------------------------------------------------------------------
 
 
+def demo_accounts(settings: Settings, community: str) -> None:
+    """An operator key for the screen and three members' accounts, with fresh secrets each
+    run, printed once: what a visitor needs to try the screen and the phone page."""
+    import secrets
+
+    from gateway.api.accounts import Accounts
+    from gateway.audit.store import AuditStore
+    from gateway.cli.api import api_url
+    from gateway.registry import Registry, Role
+
+    with (
+        AuditStore(settings.audit_path) as audit,
+        Registry.open(settings.registry_url, audit=audit) as registry,
+    ):
+        accounts = Accounts(registry, audit)
+        key, _ = accounts.create_key("operator", community, name="demo-screen", actor="demo")
+        members = {m.role: m for m in registry.members() if m.scopes
+                   and m.scopes[0].community == community}  # fmt: skip
+        lines = []
+        for role in (Role.UNIT_HEAD, Role.BUILDING_HEAD, Role.GRID_WORKER):
+            member = members.get(role)
+            if member is None:
+                continue
+            password = secrets.token_urlsafe(9)
+            if accounts.account(member.id) is None:
+                accounts.add_user(member.id, password, actor="demo")
+            else:
+                accounts.set_password(member.id, password, actor="demo")
+            lines.append(f"    {role.label:<4} {member.id:<16} password {password}")
+    url = api_url(settings)
+    print(f"gridgate demo: screen  {url}/   (operator key, shown once: {key})", file=sys.stderr)
+    print(f"gridgate demo: members {url}/m/  accounts (new passwords each run):", file=sys.stderr)
+    print("\n".join(lines), file=sys.stderr)
+
+
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     """The simulated community through the real services: fleet → registry → gateway."""
     from gateway.audit.store import AuditStore
@@ -97,6 +132,8 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
             partial(import_file, registry, fleet, keyring=load_keyring(settings))
         )
     print(f"gridgate demo: {report.summary()}", file=sys.stderr)
+    if args.api:
+        demo_accounts(settings, args.community)
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
