@@ -57,6 +57,7 @@ async def test_a_unit_head_acknowledges_a_gas_leak_on_the_phone_page(
     assert "已接收" in seen["detail"] and head in seen["timeline"]
     assert seen["actions_after"] == ["start-handling", "resolve", "coordinate"]
     assert seen["width"] <= 375  # no sideways scrolling on a phone
+    assert seen["reconnected"]
     assert not [v for v in planted() if v in seen["dom"]]
     for shot in (seen["list_shot"], seen["detail_shot"]):
         assert shot.stat().st_size > 5_000

@@ -13,16 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
-from gateway.alerts.model import Alert
+from adapters import gridgate_json
+from devices.families import Channel, Family
+from devices.reading import Reading
 from gateway.registry import Registry, Role
+from simulators.community import Community
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.api import add_accounts, api_key, running_api
 from tests.support.browser import chromium, console_errors, screenshot, wait, wait_text
 from tests.support.community import community_settings, gas_detectors, leaking
-from tests.support.leak_search import planted
+from tests.support.leak_search import IDS, NAMES, PHONES, PLATES, planted
 from tests.support.member_page import acknowledge_on_the_phone
 from tests.support.polling import wait_for
 from tests.support.registered import registered_community
@@ -119,10 +123,13 @@ async def test_the_screen_shows_the_community_live(
                                  "total": str(status["total"]), "tiles": 2, "red": 0}  # fmt: skip
 
                 store = api.gateway.alerts.engine.store  # type: ignore[union-attr]
+                # gates report entries with everything a terminal may send about a person
+                publish_all(services.mqtt_host, services.mqtt_port, personal_entries(community))
                 publish_all(services.mqtt_host, services.mqtt_port, leaking(detector))
                 await wait_for(lambda: bool(store.open_alerts()), 30, "the gas alert")
                 [alert] = store.open_alerts()
                 raised = time.monotonic()
+                entries_stored = asyncio.create_task(_suppressed_entries(api.url, key))
 
                 def shown(d: Any) -> float:
                     wait(d, f"#alerts tr[data-alert-id='{alert.id}']", timeout=2)
@@ -169,6 +176,8 @@ async def test_the_screen_shows_the_community_live(
                     return stale
 
                 assert "中断" in await screen.do(dropped)
+                assert await entries_stored >= 1  # the entries arrived: few persons, suppressed
+                await screen.do(lambda d: d.execute_script("return loadCharts()"))
                 page = await screen.do(
                     lambda d: {"dom": d.page_source, "errors": console_errors(d)}
                 )
@@ -192,12 +201,42 @@ async def test_the_screen_shows_the_community_live(
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
 
 
+async def _suppressed_entries(url: str, key: str) -> int:
+    """Suppressed entry cells, once the planted entries are in InfluxDB."""
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+        deadline = time.monotonic() + 30
+        while True:
+            found = (await c.get("/api/v1/aggregates/entries")).json()
+            if found["suppressed"] or time.monotonic() > deadline:
+                return int(found["suppressed"])
+            await asyncio.sleep(0.2)
+
+
+def personal_entries(community: Community) -> list[tuple[str, bytes]]:
+    """Entries at the community's gridgate-JSON gates carrying the leak tests' planted name,
+    ID number, phone, card and plate: the screen may show entry counts, never these."""
+    gates = [d for d in community.devices
+             if d.family is Family.ACCESS and d.adapter == "gridgate_json"][:3]  # fmt: skip
+    assert gates, "the community has no gridgate-JSON gate"
+    now = time.time_ns()
+    out = []
+    for i, gate in enumerate(gates):
+        for j in range(4):
+            out.append(gridgate_json.encode(Reading(
+                device_id=gate.device_id, family=Family.ACCESS, channel=Channel.EVENT,
+                kind="entry_granted", time_ns=now - (i * 4 + j) * 1_000_000_000,
+                location=gate.location,
+                values={"method": "face", "direction": "in", "granted": True,
+                        "person_name": NAMES[j % len(NAMES)], "id_number": IDS[j % len(IDS)],
+                        "phone": PHONES[j % len(PHONES)], "card_no": PHONES[(j + 1) % len(PHONES)],
+                        "plate": PLATES[j % len(PLATES)]},
+            )))  # fmt: skip
+    return out
+
+
 def _ms(due: str | None) -> int | None:
     return int(due) if due else None
 
 
 def _ms_of(ns: int | None) -> int | None:
     return None if ns is None else ns // 1_000_000
-
-
-_ = Alert

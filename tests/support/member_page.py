@@ -42,6 +42,11 @@ def acknowledge_on_the_phone(url: str, user: str) -> dict[str, Any]:
             for b in driver.find_elements(By.CSS_SELECTOR, "#actions button")
         ]
         seen["detail_shot"] = screenshot(driver, "member-alert-375x812.png")
+        # the live feed drops: the page says so and reconnects by itself
+        driver.execute_script("window.gridgateMember.socket.close()")
+        wait_text(driver, "#live", "中断")
+        wait_text(driver, "#live", "实时")
+        seen["reconnected"] = True
         seen["width"] = driver.execute_script("return document.documentElement.scrollWidth")
         seen["dom"] = driver.page_source
         seen["errors"] = console_errors(driver)

@@ -235,6 +235,8 @@ function connect() {
   };
 }
 
+window.gridgateMember = { get socket() { return socket; } }; // for tests: drop the feed
+
 $("login").addEventListener("submit", (e) => signIn(e).catch((err) => ($("login-error").textContent = err.message)));
 $("logout").addEventListener("click", () => {
   api("/auth/logout", { method: "POST" }).finally(signOut);
