@@ -150,6 +150,15 @@ async def test_the_screen_shows_the_community_live(
                 assert _ms(row["due"]) == _ms_of(alert.ack_deadline_ns)
                 await screen.do(lambda d: screenshot(d, "screen-1920x1080.png"))
 
+                def building(d: Any) -> str:
+                    d.find_element(By.CSS_SELECTOR, f".tile[data-place='{b01}']").click()
+                    wait_text(d, "#building", "台设备")
+                    return _text(d, "#building")
+
+                in_b01 = sum(1 for x in community.devices if x.location.building == "b01")
+                shown_b01 = await screen.do(building)
+                assert f"{in_b01} 台设备" in shown_b01 and "1单元" in shown_b01
+
                 # the unit head acknowledges on the phone: the screen shows who, live
                 phone = await asyncio.to_thread(acknowledge_on_the_phone, api.url, head)
                 assert phone["errors"] == []
