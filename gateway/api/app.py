@@ -150,6 +150,7 @@ def create_app(
 
     app.mount("/screen", StaticFiles(directory=WEB_ROOT / "screen"), name="screen")
     app.mount("/vendor", StaticFiles(directory=WEB_ROOT / "vendor"), name="vendor")
+    app.mount("/shared", StaticFiles(directory=WEB_ROOT / "shared"), name="shared")
     app.mount("/m", StaticFiles(directory=WEB_ROOT / "member", html=True), name="member-page")
     return app
 

@@ -14,8 +14,8 @@ import pytest
 from gateway.alerts.model import AlertState
 from gateway.registry import Registry, Role
 from simulators.mqtt_tools import drop_session, publish_all
-from tests.support.api import add_accounts, running_api
-from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.api import add_accounts, api_settings, running_api
+from tests.support.community import gas_detectors, leaking
 from tests.support.leak_search import planted
 from tests.support.member_page import acknowledge_on_the_phone
 from tests.support.polling import wait_for
@@ -30,10 +30,7 @@ async def test_a_unit_head_acknowledges_a_gas_leak_on_the_phone_page(
 ) -> None:
     community, registry_url, _ = registered_community(60, 81, unique, tmp_path)
     detector = gas_detectors(community)[0]
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     with Registry.open(registry_url) as registry:
         head = registry.members_for(detector.location, [Role.UNIT_HEAD])[0].id
     add_accounts(settings, {head: {}})

@@ -23,9 +23,9 @@ from devices.reading import Reading
 from gateway.registry import Registry, Role
 from simulators.community import Community
 from simulators.mqtt_tools import drop_session, publish_all
-from tests.support.api import add_accounts, api_key, running_api
+from tests.support.api import add_accounts, api_key, api_settings, running_api
 from tests.support.browser import chromium, console_errors, screenshot, wait, wait_text
-from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.community import gas_detectors, leaking
 from tests.support.leak_search import IDS, NAMES, PHONES, PLATES, planted
 from tests.support.member_page import acknowledge_on_the_phone
 from tests.support.polling import wait_for
@@ -96,10 +96,7 @@ async def test_the_screen_shows_the_community_live(
 ) -> None:
     community, registry_url, _ = registered_community(150, 82, unique, tmp_path)
     detector = next(d for d in gas_detectors(community) if d.location.building == "b01")
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     with Registry.open(registry_url) as registry:
         head = registry.members_for(detector.location, [Role.UNIT_HEAD])[0].id
     add_accounts(settings, {head: {}})

@@ -18,8 +18,8 @@ import websockets
 from gateway.registry import Registry, Role
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.alert_world import Clock
-from tests.support.api import add_accounts, assert_problem, audit_verify, running_api
-from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.api import add_accounts, api_settings, assert_problem, audit_verify, running_api
+from tests.support.community import gas_detectors, leaking
 from tests.support.registered import registered_community
 from tests.support.services import Services
 
@@ -34,10 +34,9 @@ async def test_a_gas_leak_is_acknowledged_handled_resolved_and_closed_through_th
 ) -> None:
     community, registry_url, _ = registered_community(60, 71, unique, tmp_path)
     detector = gas_detectors(community)[0]
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3", escalation_check_s=0.05,
-    )  # fmt: skip
+    settings = api_settings(
+        services, unique, influx_db, tmp_path, registry_url, escalation_check_s=0.05
+    )
     with Registry.open(registry_url) as registry:
         unit_head = registry.members_for(detector.location, [Role.UNIT_HEAD])[0].id
     add_accounts(settings, {unit_head: {}})
@@ -148,10 +147,9 @@ async def test_a_feed_client_that_falls_behind_is_closed_with_4008(
     """A one-message queue and three alerts found in one poll: the client is closed with a
     clear code rather than buffered, and a new connection starts from a fresh snapshot."""
     community, registry_url, _ = registered_community(60, 76, unique, tmp_path)
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3", api_feed_queue=1, api_feed_poll_s=2.0,
-    )  # fmt: skip
+    settings = api_settings(
+        services, unique, influx_db, tmp_path, registry_url, api_feed_queue=1, api_feed_poll_s=2.0
+    )
     with Registry.open(registry_url) as registry:
         chief = registry.members_for(community.devices[0].location, [Role.GRID_CHIEF])[0].id
     add_accounts(settings, {chief: {}})

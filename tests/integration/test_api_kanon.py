@@ -13,8 +13,7 @@ import pytest
 
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
-from tests.support.api import api_key, running_api
-from tests.support.community import community_settings
+from tests.support.api import api_key, api_settings, running_api
 from tests.support.registered import registered_community
 from tests.support.services import Services
 
@@ -44,10 +43,7 @@ async def test_cells_of_fewer_than_k_persons_are_suppressed(
     services: Services, unique: str, influx_db: str, tmp_path: Path
 ) -> None:
     _, registry_url, _ = registered_community(150, 74, unique, tmp_path)
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     key = api_key(settings, "operator", unique)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     h0 = int(hour.timestamp()) * S

@@ -13,8 +13,8 @@ from gateway.audit.store import AuditStore
 from gateway.registry import Registry, Role
 from privacy.audit import AuditAction
 from simulators.mqtt_tools import drop_session, publish_all
-from tests.support.api import add_accounts, assert_problem, running_api
-from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.api import add_accounts, api_settings, assert_problem, running_api
+from tests.support.community import gas_detectors, leaking
 from tests.support.polling import wait_for
 from tests.support.registered import registered_community
 from tests.support.services import Services
@@ -27,10 +27,7 @@ async def test_graded_approval_and_the_emergency_path(
 ) -> None:
     community, registry_url, _ = registered_community(60, 75, unique, tmp_path)
     detector = gas_detectors(community)[0]
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     with Registry.open(registry_url) as registry:
         head = registry.members_for(detector.location, [Role.UNIT_HEAD])[0].id
         in_unit = {h.id: h for h in registry.households()

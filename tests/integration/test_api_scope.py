@@ -21,10 +21,11 @@ from tests.support.api import (
     ApiHandle,
     add_accounts,
     api_key,
+    api_settings,
     assert_problem,
     running_api,
 )
-from tests.support.community import community_settings, gas_detectors, leaking
+from tests.support.community import gas_detectors, leaking
 from tests.support.polling import wait_for
 from tests.support.registered import registered_community
 from tests.support.services import Services
@@ -50,10 +51,7 @@ async def test_every_caller_sees_and_does_only_what_its_role_and_places_allow(
     by_building = {d.location.building: d for d in gas_detectors(community)}
     d1, d2 = by_building["b01"], by_building["b02"]
     b1, b2 = f"{unique}/g01/b01", f"{unique}/g01/b02"
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     with Registry.open(registry_url) as registry:
         head1 = registry.members_for(d1.location, [Role.BUILDING_HEAD])[0].id
         head2 = registry.members_for(d2.location, [Role.BUILDING_HEAD])[0].id
@@ -168,10 +166,7 @@ async def test_logins_answer_alike_are_throttled_and_audited(
     services: Services, unique: str, influx_db: str, tmp_path: Path
 ) -> None:
     _, registry_url, _ = registered_community(60, 73, unique, tmp_path)
-    settings = community_settings(
-        services, unique, influx_db, tmp_path, registry_url,
-        audit_path=tmp_path / "audit.sqlite3",
-    )  # fmt: skip
+    settings = api_settings(services, unique, influx_db, tmp_path, registry_url)
     with Registry.open(registry_url) as registry:
         member = registry.members()[0].id
     add_accounts(settings, {member: {}})

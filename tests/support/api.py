@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +22,9 @@ from gateway.cli.api import serve_api
 from gateway.registry import Registry
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from tests.support.community import community_settings
 from tests.support.influx_util import free_port
-from tests.support.services import ROOT
+from tests.support.services import ROOT, Services
 
 PASSWORD = "correct horse battery"
 PROBLEM = "application/problem+json"
@@ -86,6 +88,15 @@ async def _until_up(url: str, tasks: list[asyncio.Task[Any]]) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("the API did not come up")
             await asyncio.sleep(0.05)
+
+
+def api_settings(
+    services: Services, code: str, influx_db: str, tmp: Path, registry_url: str, **extra: Any
+) -> Settings:
+    """A registered community's gateway settings with the test's own audit log."""
+    return community_settings(
+        services, code, influx_db, tmp, registry_url, audit_path=tmp / "audit.sqlite3", **extra
+    )
 
 
 def add_accounts(settings: Settings, users: dict[str, dict[str, str | None]]) -> None:
