@@ -68,6 +68,7 @@ class PlacePublic(BaseModel):
     code: str
     name: str
     children: list[PlacePublic] = []
+    path: list[str] = []  # the top places of a list: names from the community down to this one
 
 
 class PlacesPublic(BaseModel):

@@ -47,6 +47,7 @@ async def test_a_unit_head_acknowledges_a_gas_leak_on_the_phone_page(
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
     assert seen["errors"] == []
     assert "燃气泄漏" in seen["first_item"] and "sev-I" in seen["first_class"]
+    assert "1号楼" in seen["first_item"]  # the place by its names, not its key
     assert seen["count"] == "1"
     assert seen["actions_before"] == ["acknowledge"] and seen["deadline_shown"]
     assert after is not None and after.state is AlertState.ACKNOWLEDGED

@@ -46,7 +46,10 @@ def places(
 ) -> PlacesPublic:
     """The caller's places with names, down to units (rooms on request)."""
     trees = _subtrees(context.registry.place_tree(), caller.scopes)
-    data = [_public(t, rooms) for t in trees]
+    data = [
+        _public(t, rooms).model_copy(update={"path": list(context.registry.place_names(t.key))})
+        for t in trees
+    ]
     return PlacesPublic(data=data, count=len(data))
 
 

@@ -20,6 +20,29 @@ let me = null;
 let current = null; // the alert shown in the detail view
 let socket = null;
 let retry = 1000;
+const names = {}; // place key → display name
+
+function placeName(key) {
+  const parts = key.split("/");
+  const found = [];
+  for (let i = 3; i <= parts.length; i++) {
+    const name = names[parts.slice(0, i).join("/")];
+    if (name) found.push(name);
+  }
+  return found.join(" ") || key;
+}
+
+async function loadPlaces() {
+  const walk = (node) => {
+    names[node.key] = node.name;
+    node.children.forEach(walk);
+  };
+  for (const top of (await api("/places")).data) {
+    const parts = top.key.split("/"); // the places around mine, by name
+    top.path.forEach((name, i) => (names[parts.slice(0, i + 1).join("/")] = name));
+    walk(top);
+  }
+}
 
 function text(tag, value, cls) {
   const el = document.createElement(tag);
@@ -75,7 +98,8 @@ function signOut() {
 
 async function start() {
   me = await api("/auth/me");
-  $("who").textContent = `${me.id} · ${me.roles.join("、")} · ${me.scopes.join("、")}`;
+  await loadPlaces();
+  $("who").textContent = `${me.id} · ${me.scopes.map(placeName).join("、")}`;
   $("login").hidden = true;
   $("logout").hidden = false;
   showList();
@@ -104,7 +128,7 @@ async function loadList() {
     top.append(title, text("span", STATES[a.state] || a.state, "state"));
     const bottom = document.createElement("div");
     bottom.className = "row muted";
-    bottom.append(text("span", a.place), text("span", age(a.first_seen)));
+    bottom.append(text("span", placeName(a.place)), text("span", age(a.first_seen)));
     li.append(top, bottom);
     li.addEventListener("click", () => showDetail(a.id));
     list.append(li);
