@@ -17,18 +17,15 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
-from adapters import gridgate_json
-from devices.families import Channel, Family
-from devices.reading import Reading
 from gateway.registry import Registry, Role
-from simulators.community import Community
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.api import add_accounts, api_key, api_settings, running_api
 from tests.support.browser import chromium, console_errors, screenshot, wait, wait_text
 from tests.support.community import gas_detectors, leaking
-from tests.support.leak_search import IDS, NAMES, PHONES, PLATES, planted
+from tests.support.leak_search import planted
 from tests.support.member_page import acknowledge_on_the_phone
 from tests.support.polling import wait_for
+from tests.support.readings import personal_entries
 from tests.support.registered import registered_community
 from tests.support.services import Services
 
@@ -216,28 +213,6 @@ async def _suppressed_entries(url: str, key: str) -> int:
             if found["suppressed"] or time.monotonic() > deadline:
                 return int(found["suppressed"])
             await asyncio.sleep(0.2)
-
-
-def personal_entries(community: Community) -> list[tuple[str, bytes]]:
-    """Entries at the community's gridgate-JSON gates carrying the leak tests' planted name,
-    ID number, phone, card and plate: the screen may show entry counts, never these."""
-    gates = [d for d in community.devices
-             if d.family is Family.ACCESS and d.adapter == "gridgate_json"][:3]  # fmt: skip
-    assert gates, "the community has no gridgate-JSON gate"
-    now = time.time_ns()
-    out = []
-    for i, gate in enumerate(gates):
-        for j in range(4):
-            out.append(gridgate_json.encode(Reading(
-                device_id=gate.device_id, family=Family.ACCESS, channel=Channel.EVENT,
-                kind="entry_granted", time_ns=now - (i * 4 + j) * 1_000_000_000,
-                location=gate.location,
-                values={"method": "face", "direction": "in", "granted": True,
-                        "person_name": NAMES[j % len(NAMES)], "id_number": IDS[j % len(IDS)],
-                        "phone": PHONES[j % len(PHONES)], "card_no": PHONES[(j + 1) % len(PHONES)],
-                        "plate": PLATES[j % len(PLATES)]},
-            )))  # fmt: skip
-    return out
 
 
 def _ms(due: str | None) -> int | None:

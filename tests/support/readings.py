@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from adapters import gridgate_json
 from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import qualified
+from simulators.community import Community
+from tests.support.leak_search import IDS, NAMES, PHONES, PLATES
 
 FAMILY_SAMPLES: dict[Family, tuple[Channel, str, dict[str, Any]]] = {
     Family.METER: (Channel.TELEMETRY, "telemetry", {"meter_type": "electricity", "energy_kwh": 0.0, "voltage_v": 220.1, "power_kw": -1.2345}),
@@ -58,4 +62,26 @@ async def stored_points(influx: InfluxV1Client) -> set[Point]:
             f'SELECT "{field}" FROM {qualified(family.value)} GROUP BY "device"'
         )
         out.update((family.value, row["device"], row["time"], row[field]) for row in rows)
+    return out
+
+
+def personal_entries(community: Community) -> list[tuple[str, bytes]]:
+    """Entries at the community's gridgate-JSON gates carrying the leak tests' planted name,
+    ID number, phone, card and plate: the screen may show entry counts, never these."""
+    gates = [d for d in community.devices
+             if d.family is Family.ACCESS and d.adapter == "gridgate_json"][:3]  # fmt: skip
+    assert gates, "the community has no gridgate-JSON gate"
+    now = time.time_ns()
+    out = []
+    for i, gate in enumerate(gates):
+        for j in range(4):
+            out.append(gridgate_json.encode(Reading(
+                device_id=gate.device_id, family=Family.ACCESS, channel=Channel.EVENT,
+                kind="entry_granted", time_ns=now - (i * 4 + j) * 1_000_000_000,
+                location=gate.location,
+                values={"method": "card", "direction": "in", "granted": True,
+                        "person_name": NAMES[j % len(NAMES)], "id_number": IDS[j % len(IDS)],
+                        "phone": PHONES[j % len(PHONES)], "card_no": PHONES[(j + 1) % len(PHONES)],
+                        "plate": PLATES[j % len(PLATES)]},
+            )))  # fmt: skip
     return out
