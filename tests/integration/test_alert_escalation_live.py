@@ -93,6 +93,7 @@ async def test_unacknowledged_level_i_escalates_grid_chief_then_duty_desk_then_s
                 await wait_for(
                     lambda: told(members, a.id, "raised") == first, 30, "first responders"
                 )
+                await wait_for(lambda: bool(told(members, b.id, "raised")), 30, "b's members")
                 # someone in b02 acknowledges: that alert must never escalate
                 acker = next(iter(told(members, b.id, "raised")))
                 Lifecycle(store, clock_ns=clock).acknowledge(b.id, acker)
