@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from gateway.alerts.model import Alert
+from gateway.alerts.service import is_retryable
 from gateway.alerts.store import AlertRow, to_alert
 from gateway.api.accounts import Principal
 from gateway.registry import Registry
@@ -106,6 +107,17 @@ class AlertPoller:
         return fresh
 
 
+def poll_failed(feed: str, exc: Exception) -> None:
+    """A feed's poll only reads: nothing is lost or dead-lettered when one fails, and the next
+    round is the retry. The database being away is a warning; anything else is a bug, logged
+    as an error (by type: a message may quote a value) while the feed keeps serving."""
+    if is_retryable(exc):
+        log.warning("%s: the database is unavailable (%s); polling again", feed,
+                    type(exc).__name__)  # fmt: skip
+    else:
+        log.error("%s: polling failed (%s): a bug; polling again", feed, type(exc).__name__)
+
+
 async def run_alert_feed(
     feed: Feed,
     poller: AlertPoller,
@@ -120,8 +132,8 @@ async def run_alert_feed(
         hint.clear()
         try:
             changed = await asyncio.to_thread(poller.changes)
-        except Exception as exc:  # the database away for a moment: try again next time
-            log.warning("alert feed: polling failed: %s", type(exc).__name__)
+        except Exception as exc:
+            poll_failed("alert feed", exc)
             changed = []
         for alert in changed:
             message = {"type": "alert", "alert": render(alert)}
@@ -151,7 +163,7 @@ async def run_status_feed(
             try:
                 done[scope] = await asyncio.to_thread(summary, scope)
             except Exception as exc:
-                log.warning("status feed: summary failed: %s", type(exc).__name__)
+                poll_failed("status feed", exc)
         for sub in list(feed.subscribers):
             status = done.get(sub.caller.scopes)
             if status is not None and status != sub.last_status:

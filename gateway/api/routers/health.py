@@ -38,6 +38,7 @@ async def readyz(context: Context) -> HealthPublic | Response:
         if await broker_reachable(settings.mqtt_host, settings.mqtt_port, timeout_s=2.0)
         else "unreachable"
     )
+    # readiness reports what failed, whatever it was; nothing is retried here
     try:
         await asyncio.to_thread(database)
         checks["registry"] = "ok"
