@@ -6,7 +6,8 @@ it at the speed asked for (default 1×: ten real minutes) with `gridgate run` as
 process. Every gas and smoke detector of the community flaps in and out of alarm every minute,
 the `hostile` scenario sends spoofed and malformed input, and the member apps are an MQTT
 subscriber. At the end it prints the storm's size, the alerts and notifications, the bound
-(notified alerts × their recipients × (raise + one upgrade)) and checks it.
+(notified alerts × their recipients × (raise + one upgrade + first clearing + first
+return)) and checks it.
 
     .venv/bin/python -m bench.alarm_storm [--households 3000] [--minutes 10] [--speed 1]
 """

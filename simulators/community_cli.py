@@ -12,6 +12,7 @@ Exit status: 0 every message acknowledged, 1 some were not, 2 bad arguments or n
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import signal
 import sys
@@ -81,6 +82,18 @@ def add_community_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fleet-only", action="store_true", help="write the fleet file and exit (no broker)"
     )
+    parser.add_argument(
+        "--history",
+        default=None,
+        metavar="DURATION",
+        help="with --duration 0: start the simulated clock this far back (6h, 2d; default 29d)"
+        " and stop when it reaches the present",
+    )
+    parser.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="progress as one JSON object per line on stderr (for `gridgate demo`)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +137,9 @@ def parse_scenario(text: str) -> ScenarioArg:
         raise ValueError(f"--scenario {text!r}: expected NAME@PLACE[@SIM_OFFSET]")
     name, place = parts[0].strip(), parts[1].strip()
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        close = difflib.get_close_matches(name, SCENARIOS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown scenario {name!r}: {hint}known: {', '.join(SCENARIOS)}")
     offset: float | None = None
     options: dict[str, Any] = {}
     for part in parts[2:]:
@@ -165,6 +180,38 @@ def plan_injections(
             options.setdefault("seed", seed)
         out.append(inject(community, a.name, a.place, at, **options))
     return out
+
+
+def sim_duration(args: argparse.Namespace) -> float | None:
+    """Real seconds to run (None: until stopped or caught up with the present)."""
+    return DEFAULT_DURATION_S if args.duration is None else (args.duration or None)
+
+
+def plan_run(
+    args: argparse.Namespace, community: Community
+) -> tuple[SimClock, list[Injection]]:
+    """The simulated clock and the scenarios placed on it; ValueError or ScenarioError
+    naming what is wrong — the checks `gridgate demo` runs before it starts anything."""
+    scenario_args = [parse_scenario(s) for s in args.scenario]
+    history = getattr(args, "history", None)
+    history_s = None if history is None else parse_seconds(history)
+    duration = sim_duration(args)
+    if history_s is not None and duration is not None:
+        raise ValueError("--history goes with --duration 0 (run until the present)")
+    clock = SimClock.plan(args.speed, duration, history_s=history_s)
+    injections = plan_injections(community, clock, scenario_args, args.seed)
+    return clock, injections
+
+
+def late_injections(clock: SimClock, injections: list[Injection]) -> list[str]:
+    """Scenarios placed after the simulated end of the run: they would never happen."""
+    if clock.sim_end_s is None:
+        return []
+    return [
+        f"{inj.scenario} at {_iso(inj.at_s)} is after the end of the run ({_iso(clock.sim_end_s)})"
+        for inj in injections
+        if inj.at_s >= clock.sim_end_s
+    ]
 
 
 # -- accounting and the publisher's message source ----------------------------------------------
@@ -313,7 +360,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"simulate: {problem}", file=sys.stderr)
         return 2
     try:
-        scenario_args = [parse_scenario(s) for s in args.scenario]
+        for text in args.scenario:
+            parse_scenario(text)
+        if getattr(args, "history", None) is not None:
+            parse_seconds(args.history)
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
@@ -340,16 +390,13 @@ def run(args: argparse.Namespace) -> int:
     if args.fleet_only:
         sys.stdout.write(orjson.dumps(head).decode() + "\n")
         return 0
-    duration = DEFAULT_DURATION_S if args.duration is None else (args.duration or None)
     try:
-        clock = SimClock.plan(args.speed, duration)
-        injections = plan_injections(community, clock, scenario_args, args.seed)
+        clock, injections = plan_run(args, community)
     except (ValueError, ScenarioError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
-    for inj in injections:
-        if clock.sim_end_s is not None and inj.at_s >= clock.sim_end_s:
-            _say(args, f"warning: {inj.scenario} at {_iso(inj.at_s)} is after the end of the run")
+    for late in late_injections(clock, injections):
+        _say(args, f"warning: {late}")
     schedule = Schedule(community, clock, seed=args.seed, injections=injections)
     source = ScheduledSource(schedule)
     publisher = Publisher(args.host, args.port, max_inflight=args.max_inflight)
@@ -360,7 +407,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     def progress(p: Progress) -> None:
-        if not args.quiet:
+        if getattr(args, "progress_json", False):
+            line = {"sent": p.sent, "acked": p.acked, "sim_s": source.last_sim_s}
+            print(orjson.dumps(line).decode(), file=sys.stderr, flush=True)
+        elif not args.quiet:
             print(
                 f"simulate: {p.elapsed_s:6.1f}s sim {_iso(source.last_sim_s)} sent {p.sent}"
                 f" acked {p.acked} rate {p.rate:.0f}/s",

@@ -112,15 +112,26 @@ class SimClock:
 
     @classmethod
     def plan(
-        cls, speed: float, duration_s: float | None, *, real_start_ns: int | None = None
+        cls,
+        speed: float,
+        duration_s: float | None,
+        *,
+        real_start_ns: int | None = None,
+        history_s: float | None = None,
     ) -> SimClock:
         """A clock for a run of `duration_s` real seconds (None: until stopped, or until
-        simulated time would catch up with the real clock when `speed` > 1)."""
+        simulated time would catch up with the real clock when `speed` > 1, starting
+        `history_s` back — default the 29 days the gateway accepts)."""
         if not speed > 0:
             raise ValueError("speed must be > 0")
         now_ns = time.time_ns() if real_start_ns is None else real_start_ns
         if duration_s is None:
-            lag = MAX_LAG_S if speed > 1 else CLOCK_MARGIN_S
+            if history_s is not None and not CLOCK_MARGIN_S < history_s <= MAX_LAG_S:
+                raise ValueError(
+                    f"history must be more than {CLOCK_MARGIN_S} s and at most 29 days"
+                )
+            back = MAX_LAG_S if history_s is None else int(history_s)
+            lag = back if speed > 1 else CLOCK_MARGIN_S
             start = now_ns // NS - lag
             if speed > 1:
                 real_s = (lag - CLOCK_MARGIN_S) / (speed - 1)

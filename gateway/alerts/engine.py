@@ -13,6 +13,10 @@
 - ``active=False`` *clears* an auto-clearing alert that nobody has taken yet. An alert someone
   acknowledged (they may be on the way) and a rule that wants a person to decide
   (``auto_clear=False``) stay open: the ending is recorded and the alert waits for `resolve`.
+- Whoever was told of an alert is told when it clears (they can stand down), and when it
+  comes back within ``reopen_within_s`` of that (it *reopens*, the same alert). Once each:
+  after that a flapping detector reopens and clears its alert silently, so the people told
+  get at most raise, upgrade, clear and return — not a message per flap.
 
 State is in the registry's database (`AlertStore`), so a restart continues where it was, and
 the database's unique index, not timing, keeps two gateway processes from opening the same
@@ -63,7 +67,8 @@ class ChangeKind(StrEnum):
     RAISED = "raised"  # new alert: notify
     REPEATED = "repeated"  # count + 1: nothing to send
     UPGRADED = "upgraded"  # severity went up: notify again
-    CLEARED = "cleared"  # the condition ended by itself
+    CLEARED = "cleared"  # the condition ended by itself: notify the first time
+    REOPENED = "reopened"  # back soon after clearing: notify if the clearing was
     GROUPED = "grouped"  # part of an open incident: the incident is notified instead
 
 
@@ -75,15 +80,20 @@ class AlertChange:
     previous_severity: Severity | None = None  # for upgrades
     dispatch: Dispatch | None = None  # what was sent for it, when the engine has a router
     delivery_refused: str = ""  # why the outbox refused its notifications (a bug: report it)
+    quiet: bool = False  # a clearing or reopening nobody is told about (a flap, or untold)
 
     @property
     def notify(self) -> bool:
-        """Whether the alert's recipients are to be told (raised or upgraded, not grouped)."""
-        return self.kind in (ChangeKind.RAISED, ChangeKind.UPGRADED)
+        """Whether the alert's recipients are to be told: raised, upgraded, and the first
+        clearing and return of an alert people were told about; never a grouped one."""
+        return self.kind in _TOLD and not self.quiet
 
     @property
     def step(self) -> str:
         return self.kind.value
+
+
+_TOLD = frozenset({ChangeKind.RAISED, ChangeKind.UPGRADED, ChangeKind.CLEARED, ChangeKind.REOPENED})
 
 
 class AlertEngine:
@@ -157,6 +167,7 @@ class AlertEngine:
                     c.previous_severity,
                     dispatches.get(i),
                     refused.get(c.alert.id, "") if c.notify else "",
+                    c.quiet,
                 )
                 if (row := final[c.alert.id]) is not None
                 else c
@@ -194,7 +205,12 @@ class AlertEngine:
         now = self._clock_ns()
         if not cond.active:
             return self._ended(tx, cond, now)
-        row = tx.find_open(cond.place, cond.key) or self._reopen(tx, cond, now)
+        row = tx.find_open(cond.place, cond.key)
+        reopened: list[AlertChange] = []
+        if row is None and (found := self._reopen(tx, cond, now)) is not None:
+            row, seq = found
+            quiet = not self._tell_about(tx, row, "reopened")
+            reopened.append(AlertChange(ChangeKind.REOPENED, to_alert(row), seq, quiet=quiet))
         if row is None:
             row = self._insert(tx, cond, now)
             if row is not None:
@@ -203,9 +219,33 @@ class AlertEngine:
             row = tx.find_open(cond.place, cond.key)
             if row is None:  # pragma: no cover - it was closed again in between
                 raise RuntimeError(f"alert {cond.place} {cond.key} vanished during a race")
-        return self._again(tx, row, cond, now)
+        again = self._again(tx, row, cond, now)
+        if reopened and not any(c.notify for c in again):
+            # the reopening is the news (an upgrade would tell it already); a plain repeat
+            # adds nothing to it
+            return reopened + [c for c in again if c.kind is not ChangeKind.REPEATED]
+        return again
 
-    def _reopen(self, tx: AlertTx, cond: Condition, now: int) -> AlertRow | None:
+    def _tell_about(self, tx: AlertTx, row: AlertRow, step: str) -> bool:
+        """Whether `step` (cleared, reopened) of `row` is news to the people told of it: they
+        were told of the alert, it is not inhibited by an incident, and it is the first such
+        step (the step being taken is recorded already; for a return, the one clearing told
+        before it)."""
+        if self._inhibited(tx, row):
+            return False
+        steps = tx.session.scalars(
+            select(AlertEventRow.step).where(
+                AlertEventRow.alert_id == row.id,
+                AlertEventRow.step.in_(("notified", "cleared", "reopened")),
+            )
+        ).all()
+        if "notified" not in steps:
+            return False
+        if step == "cleared":
+            return steps.count("cleared") == 1 and "reopened" not in steps
+        return steps.count("cleared") == 1 and steps.count("reopened") == 1
+
+    def _reopen(self, tx: AlertTx, cond: Condition, now: int) -> tuple[AlertRow, int] | None:
         """The alert of this condition that cleared by itself less than `reopen_within_s`
         ago, open again in the state it was cleared from; None if there is none (or another
         process opened one meanwhile).
@@ -250,8 +290,8 @@ class AlertEngine:
         except IntegrityError:
             log.info("alert %s %s was opened concurrently; counting a repeat", cond.place, cond.key)
             return None
-        tx.step(row, "reopened", actor=ENGINE_ACTOR, at_ns=now, detail={"count": row.count})
-        return row
+        seq = tx.step(row, "reopened", actor=ENGINE_ACTOR, at_ns=now, detail={"count": row.count})
+        return row, seq
 
     def _insert(self, tx: AlertTx, cond: Condition, now: int) -> AlertRow | None:
         """INSERT under a savepoint; None if the unique index says it is already open."""
@@ -352,7 +392,8 @@ class AlertEngine:
             seq = tx.step(
                 row, "cleared", actor=ENGINE_ACTOR, at_ns=now, detail={"count": row.count}
             )
-            return [AlertChange(ChangeKind.CLEARED, to_alert(row), seq)]
+            quiet = not self._tell_about(tx, row, "cleared")
+            return [AlertChange(ChangeKind.CLEARED, to_alert(row), seq, quiet=quiet)]
         if row.active:
             # Someone has it, or the rule wants a person to decide: the ending is news to them.
             row.active = False

@@ -481,7 +481,7 @@ def alert_payload(
     return {
         "alert_id": alert.id,
         "event_seq": event_seq,
-        "step": step,  # raised | upgraded | escalated
+        "step": step,  # raised | upgraded | escalated | cleared | reopened | coordinated
         "kind": alert.kind,
         "key": alert.key,
         "severity": alert.severity.name,

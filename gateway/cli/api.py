@@ -38,7 +38,11 @@ def api_url(settings: Settings) -> str:
 
 
 async def serve_api(
-    settings: Settings, stop: asyncio.Event, gateway: Gateway | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    gateway: Gateway | None = None,
+    *,
+    announce: bool = True,
 ) -> None:
     """Serve until `stop` is set; with `gateway`, on that running gateway's parts."""
     app = create_app(
@@ -61,8 +65,9 @@ async def serve_api(
 
     watcher = asyncio.create_task(stopper(), name="api-stop")
     try:
-        print(f"gridgate: API on {api_url(settings)}  (docs: {api_url(settings)}/docs)",
-              file=sys.stderr)  # fmt: skip
+        if announce:
+            print(f"gridgate: API on {api_url(settings)}  (docs: {api_url(settings)}/docs)",
+                  file=sys.stderr)  # fmt: skip
         await server.serve()
         if not server.started:
             raise SystemExit(f"gridgate: the API could not listen on {api_url(settings)}")

@@ -1,7 +1,7 @@
 """The `gridgate` command: run | api | demo | simulate | decode | registry | audit | users |
 apikey."""
 
-# One command tree; each command lives in its own module: gateway.cli.run (run, demo),
+# One command tree; each command lives in its own module: gateway.cli.run (run), gateway.cli.demo,
 # gateway.cli.decode, gateway.registry.cli, gateway.audit.cli, simulators.cli.
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from devices.errors import ConfigError
 from gateway.cli.decode import decode_command
-from gateway.cli.run import api_only_command, demo_command, run_command
+from gateway.cli.run import api_only_command, run_command
 from gateway.settings import Settings, environment, unknown_variables
 
 log = logging.getLogger("gridgate")
@@ -46,6 +46,7 @@ def _tune_gc() -> None:
 def build_parser() -> argparse.ArgumentParser:
     from gateway.audit import cli as audit_cli
     from gateway.cli import api as api_cli
+    from gateway.cli import demo as demo_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
@@ -56,19 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no periodic counter lines")
     run.add_argument("--api", action="store_true", help="serve the HTTP API in this process too")
 
-    demo = sub.add_parser(
-        "demo", help="the simulated community through the gateway, with a live summary"
-    )
-    demo.add_argument("--households", type=int, default=3000)
-    demo.add_argument("--speed", type=float, default=60, help="simulated seconds per second")
-    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--community", default="demo")
-    demo.add_argument(
-        "--scenario", action="append", default=[], help="NAME@PLACE[@SIM_OFFSET], repeatable"
-    )
-    demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
-    demo.add_argument("--no-api", dest="api", action="store_false", help="without the HTTP API")
+    demo_cli.add_arguments(sub)
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
     sim_cli.add_arguments(simulate)
@@ -127,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "api":
             return asyncio.run(api_only_command(settings))
         if args.command == "demo":
+            from gateway.cli.demo import demo_command
+
             return asyncio.run(demo_command(settings, args))
     except ConfigError as exc:
         print(f"gridgate: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """An alarm storm's outcome: the alerts it left, their steps, and what each member was told,
 checked against the bound the alert engine promises (notifications bounded by places, not
-readings: each alert told to its recipients once when raised, plus once per severity upgrade,
-plus whom its escalations reached). Shared by tests/integration/test_alert_storm.py (at 120×)
+readings: each alert told to its recipients once when raised, once per severity upgrade, once
+when it first clears and once when it first comes back, plus whom its escalations reached). Shared by tests/integration/test_alert_storm.py (at 120×)
 and bench/alarm_storm.py (in real time)."""
 
 from __future__ import annotations
@@ -40,20 +40,23 @@ class StormOutcome:
 
     @property
     def bound(self) -> int:
-        """Notified alerts × their recipients × (raise + at most one upgrade), plus whom their
-        escalations reached (none at accelerated speed: the deadlines are real minutes)."""
-        return sum(2 * self.recipients[a] + self.escalated.get(a, 0) for a in self.notified)
+        """Notified alerts × their recipients × (raise + at most one upgrade + the first
+        clearing + the first return), plus whom their escalations reached (none at
+        accelerated speed: the deadlines are real minutes)."""
+        return sum(4 * self.recipients[a] + self.escalated.get(a, 0) for a in self.notified)
 
     def check(self) -> None:
         alerts = self.alerts
         # one alert per (place, condition): the detectors flapped, nothing was re-raised
         assert len({(a.place, a.key) for a in alerts}) == len(alerts)
         assert self.steps["reopened"] >= len({a.place for a in alerts if a.kind == "gas_leak"})
-        # each member told about an alert once per step: raised, upgraded or escalated a level
+        # each member told about an alert once per step: raised, upgraded, escalated a level,
+        # first cleared, first back — however often its detector flapped
+        steps = {"raised", "upgraded", "escalated", "cleared", "reopened"}
         for member, payloads in self.received.items():
             told = Counter((p["alert_id"], p["step"], p["escalation_level"]) for p in payloads)
             assert set(told.values()) == {1}, member
-            assert {step for _, step, _ in told} <= {"raised", "upgraded", "escalated"}
+            assert {step for _, step, _ in told} <= steps
         assert 0 < self.notifications <= self.bound
         # gas and fire per unit, one incident per building
         assert len(self.notified) <= 2 * len({a.place for a in alerts})

@@ -147,8 +147,12 @@ def test_a_severity_upgrade_notifies_again_with_tighter_deadlines(world: World) 
 def test_an_ended_condition_clears_its_alert(world: World) -> None:
     raised = one(world.engine.handle([cond()]))
     world.clock.advance(120)
+    told = len(world.outbox.sent)
     change = one(world.engine.handle([cond(active=False, at_ns=T0 + 120 * S)]))
-    assert change.kind is ChangeKind.CLEARED and not change.notify
+    # whoever was told of it is told it cleared (they can stand down)
+    assert change.kind is ChangeKind.CLEARED and change.notify
+    assert len(world.outbox.sent) == 2 * told
+    assert {n.payload["step"] for n in world.outbox.sent[told:]} == {"cleared"}
     alert = change.alert
     assert alert.id == raised.alert.id and alert.state is AlertState.CLEARED
     assert alert.ack_deadline_ns is None and alert.resolve_deadline_ns is None
@@ -160,20 +164,29 @@ def test_an_ended_condition_clears_its_alert(world: World) -> None:
 
 
 def test_a_flapping_condition_reopens_its_alert_without_notifying_again(world: World) -> None:
-    """Back within `reopen_within_s` (30 min) of clearing: the same alert, counted, silent."""
+    """Back within `reopen_within_s` (30 min) of clearing: the same alert, counted. The people
+    told are told of the first clearing and the first return only: five flaps are not ten
+    messages each."""
     raised = one(world.engine.handle([cond()]))
-    sent = len(world.outbox.sent)
+    recipients = len(world.outbox.sent)
     for i in range(1, 6):  # five more crossings, 5 minutes apart
         world.clock.advance(150)
-        one(world.engine.handle([cond(active=False, at_ns=T0 + i * 300 * S)]))
+        cleared = one(world.engine.handle([cond(active=False, at_ns=T0 + i * 300 * S)]))
+        assert cleared.kind is ChangeKind.CLEARED and cleared.notify is (i == 1)
         world.clock.advance(150)
         again = one(world.engine.handle([cond(at_ns=T0 + (i * 300 + 150) * S)]))
-        assert again.alert.id == raised.alert.id and not again.notify
+        assert again.kind is ChangeKind.REOPENED and again.notify is (i == 1)
+        assert again.alert.id == raised.alert.id
         assert again.alert.state is AlertState.NOTIFIED
         # the time limit is the one it had (raised at T0, 300 s for level I), never pushed
         # forward by a flap; once passed, it is due at once and the escalator takes it
         assert again.alert.ack_deadline_ns == max(T0 + 300 * S, world.clock.now)
-    assert len(world.outbox.sent) == sent
+    assert len(world.outbox.sent) == 3 * recipients  # raised, cleared, reopened
+    assert [n.payload["step"] for n in world.outbox.sent[::recipients]] == [
+        "raised",
+        "cleared",
+        "reopened",
+    ]
     assert world.store.alert(raised.alert.id).count == 6  # type: ignore[union-attr]
     steps = [e.step for e in world.store.events(raised.alert.id)]
     assert steps.count("reopened") == 5 and steps.count("cleared") == 5
@@ -461,8 +474,8 @@ def test_every_step_is_audited_without_personal_data_and_the_chain_verifies(
     records = world.audit_records(subject)
     steps = [r.details["step"] for r in records]
     assert steps == [e.step for e in world.store.events(raised.alert.id)]
-    assert steps == ["raised", "notified", "cleared"]
-    assert [r.details["seq"] for r in records] == [1, 2, 3]
+    assert steps == ["raised", "notified", "cleared", "notified"]
+    assert [r.details["seq"] for r in records] == [1, 2, 3, 4]
     assert {r.actor for r in records} == {"alert-engine"}
     for r in records:
         text = repr(r.details) + r.subject
