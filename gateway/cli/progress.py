@@ -1,4 +1,5 @@
-"""A one-line live summary of the gateway's counters, for `gridgate run` and `gridgate demo`."""
+"""`gridgate run`'s periodic counter line: messages, readings stored, dead letters and what is
+in flight, named as such and within 80 columns."""
 
 from __future__ import annotations
 
@@ -8,33 +9,32 @@ import sys
 import time
 from typing import TextIO
 
+from gateway.cli.terminal import fit
 from gateway.pipeline.metrics import GatewayMetrics
 
 
 def summary_line(m: GatewayMetrics, prev: tuple[int, int], elapsed_s: float) -> str:
-    received_rate = (m.received - prev[0]) / elapsed_s if elapsed_s > 0 else 0.0
-    written_rate = (m.written - prev[1]) / elapsed_s if elapsed_s > 0 else 0.0
-    return (
-        f"received {m.received:>10,} ({received_rate:>8,.0f}/s)  "
-        f"written {m.written:>10,} ({written_rate:>8,.0f}/s)  "
-        f"dead-lettered {m.dead_lettered:>7,}  backlog {m.backlog:>6,}"
-        + (f"  rejected by reason: {_top(m)}" if m.rejected else "")
+    """One line: MQTT messages received (a message may carry several readings), readings
+    stored in InfluxDB, messages dead-lettered, messages received but not yet acknowledged."""
+    msg_rate = (m.received - prev[0]) / elapsed_s if elapsed_s > 0 else 0.0
+    stored_rate = (m.written - prev[1]) / elapsed_s if elapsed_s > 0 else 0.0
+    line = (
+        f"msgs {m.received:,} ({msg_rate:,.0f}/s) │ stored {m.written:,} ({stored_rate:,.0f}/s)"
+        f" │ dead {m.dead_lettered:,} │ in flight {m.backlog:,}"
     )
-
-
-def _top(m: GatewayMetrics, n: int = 3) -> str:
-    return ", ".join(f"{reason} {count:,}" for reason, count in m.rejected.most_common(n))
+    if m.rejected:
+        line += " │ " + ", ".join(f"{r} {n:,}" for r, n in m.rejected.most_common(2))
+    return fit(line)
 
 
 async def report_progress(
     metrics: GatewayMetrics,
     stop: asyncio.Event,
     *,
-    interval_s: float = 1.0,
+    interval_s: float = 10.0,
     out: TextIO = sys.stderr,
-    live: bool = True,
 ) -> None:
-    """Rewrite one line in place on a terminal (`live`), or print a line per interval."""
+    """A line per interval until `stop`."""
     prev = (metrics.received, metrics.written)
     last = time.monotonic()
     while not stop.is_set():
@@ -43,7 +43,5 @@ async def report_progress(
         now = time.monotonic()
         line = summary_line(metrics, prev, now - last)
         prev, last = (metrics.received, metrics.written), now
-        out.write(("\r" + line) if live else line + "\n")
+        out.write(line + "\n")
         out.flush()
-    if live:
-        out.write("\n")

@@ -35,7 +35,7 @@ async def run_command(settings: Settings, progress: bool, api: bool = False) -> 
     reporter = None
     if progress:
         reporter = asyncio.create_task(
-            report_progress(metrics, stop, interval_s=10.0, live=False), name="progress"
+            report_progress(metrics, stop, interval_s=10.0), name="progress"
         )
     await run_with_api(settings, stop, metrics, api=api)
     stop.set()
