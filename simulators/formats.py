@@ -4,8 +4,9 @@ The report must predict InfluxDB, not count MQTT messages: one message can hold 
 readings (a DL/T 645 concentrator forwards one frame per data item, a gas detector's alarm
 also carries its measurements, a wristband uploads a batch of samples) and InfluxDB keeps one
 point per (series, timestamp), so readings of one message that share their series and time
-merge into one point. DL/T 645 frames carry no clock: the gateway stamps every frame of a
-message with the same receive time, so a four-frame meter reply is four lines but ONE point.
+merge into one point. A DL/T 645 meter reply is one frame per field, and all of a meter's
+frames in a message share one time (the meter clock sent along with them, or the receive
+time without it), so a four-frame meter reply is four lines but ONE point.
 
 Counting therefore decodes with the adapter's own `decode` (exactly what the gateway does),
 once per message *shape* (format, channel, kind, field names, batch size): the count depends

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.registry import ADAPTERS
 from devices.errors import ConfigError, RejectedInput
+from devices.reading import RECEIVE_TIME
 from devices.validation import stamp_and_check
 from gateway.settings import Settings
 
@@ -23,12 +24,16 @@ if TYPE_CHECKING:
     from privacy.policy import Policy
 
 
-def _decoded(reading: Reading, kept: Reading, policy: Policy) -> dict[str, Any]:
+def _decoded(
+    reading: Reading, kept: Reading, policy: Policy, *, device_clock: bool = True
+) -> dict[str, Any]:
     """What `decode` prints for one reading: positions, counts and canonical names, never text
     the device chose. Its id and place codes are printed only when they are ids the registry
     would take (`gateway.registry.identifiers.shown_id`: topic-safe, no phone or ID number),
     else ``<redacted>``; dropped fields are named only when the privacy policy names them (the
-    rest, keys the payload made up, are counted)."""
+    rest, keys the payload made up, are counted). The time is also printed readable (UTC),
+    with where it came from: the device's clock, or the receive time for a device without
+    one (a DL/T 645 meter whose clock was not read along)."""
     from devices.families import Channel
     from gateway.registry.identifiers import shown_id
     from privacy.policy import STATUS
@@ -44,6 +49,8 @@ def _decoded(reading: Reading, kept: Reading, policy: Policy) -> dict[str, Any]:
         "channel": kept.channel.value,
         "kind": kept.kind,
         "time_ns": kept.time_ns,
+        "time": _utc_text(kept.time_ns),
+        "time_source": "device" if device_clock else "received",
         "location": {
             level: shown_id(code) if code else ""
             for level, code in (
@@ -58,6 +65,17 @@ def _decoded(reading: Reading, kept: Reading, policy: Policy) -> dict[str, Any]:
         "dropped_fields": named,
         "dropped_unknown_fields": len(dropped) - len(named),
     }
+
+
+def _utc_text(time_ns: int) -> str:
+    """``2026-12-04T06:30:00Z``, with the fraction of a second when there is one."""
+    from datetime import UTC, datetime
+
+    seconds, ns = divmod(time_ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if ns:
+        text += f".{ns:09d}".rstrip("0")
+    return text + "Z"
 
 
 def _rejection_text(reason: str, detail: str) -> str:
@@ -95,9 +113,11 @@ def decode_command(args: argparse.Namespace, settings: Settings) -> int:
         payload = sys.stdin.buffer.read()
     try:
         now = time.time_ns()
+        decoded = adapter.decode(args.topic, payload)
+        device_clock = [r.time_ns != RECEIVE_TIME for r in decoded]
         readings = [
             stamp_and_check(r, now, now, settings.max_past_s, settings.max_future_s)
-            for r in adapter.decode(args.topic, payload)
+            for r in decoded
         ]
     except RejectedInput as exc:
         print(_rejection_text(exc.reason, exc.detail), file=sys.stderr)
@@ -110,6 +130,9 @@ def decode_command(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)  # fmt: skip
     policy = load_policy(settings.privacy_policy)
     privacy = Deidentifier(policy, keyring)
-    out = [_decoded(reading, privacy.apply(reading), policy) for reading in readings]
+    out = [
+        _decoded(reading, privacy.apply(reading), policy, device_clock=clocked)
+        for reading, clocked in zip(readings, device_clock, strict=True)
+    ]
     print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
     return 0

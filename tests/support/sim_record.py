@@ -5,9 +5,10 @@ The simulator's own report predicts points by decoding each message with the pro
 adapters (`simulators.formats`): an adapter that silently dropped a reading would shrink the
 prediction and the stored points alike, and a comparison of the two would still pass. Here
 every message is recorded from the `Reading`s the schedule generated, before they were encoded:
-one point per (measurement, device, kind, time), except in formats that carry no clock (DL/T
-645 frames, /work/shared/DOMAIN.md), where the gateway stamps the message's readings with one
-receive time, so each message is one point per (device, kind) at a time not known here.
+one point per (measurement, device, kind, time), except in formats that carry no clock, where
+the gateway stamps the message's readings with one receive time, so each message is one point
+per (device, kind) at a time not known here. There is none left: simulated DL/T 645 meters
+send their clock (04000101/04000102) along with the data, like concentrators that read it.
 
 Run as ``python -m tests.support.sim_record --record-out FILE <gridgate simulate args>``:
 `gridgate simulate` itself (`gateway.cli`), with the schedule's source swapped for one that
@@ -31,7 +32,9 @@ from simulators.formats import Encoded, EncodedDevice, Formats
 from simulators.schedule import Schedule
 from simulators.traffic import SimMessage
 
-NO_CLOCK_FORMATS = frozenset({"dlt645"})  # frames without a timestamp: stamped on receipt
+# Formats whose messages carry no timestamp (stamped on receipt). DL/T 645 left this set when
+# its encoder began sending the meter clock with the data (issue 13).
+NO_CLOCK_FORMATS: frozenset[str] = frozenset()
 STATUS_MEASUREMENT = "device_status"
 
 

@@ -145,7 +145,7 @@ def test_every_message_decodes_into_its_family_and_the_counts_predict_storage(
     for measurement, n in expected.items():
         assert gw.count(measurement) == n, measurement
     assert sum(lines.values()) == len(gw.accepted)
-    # DL/T 645: one frame per field, stamped at receive time, merged into one point
+    # DL/T 645: one frame per field, all at the meter clock sent along, merged into one point
     dlt = [m for m in msgs if m.adapter == "dlt645" and m.label == "telemetry"]
     assert dlt and all(m.lines == 4 and m.points == 1 for m in dlt)
     # a batching wristband: five samples, five points

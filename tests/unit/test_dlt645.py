@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -259,7 +262,7 @@ def test_encode_refuses_what_the_protocol_cannot_carry(
 
 def test_encoder_argument_errors() -> None:
     with pytest.raises(ValueError):
-        dlt645.encode_reading(ADDRESS, "04000101", 1.0)  # no format known
+        dlt645.encode_reading(ADDRESS, "04000101", 1.0)  # a clock is no reading: encode_clock
     with pytest.raises(ValueError):
         dlt645.encode_reading(ADDRESS, "0201FF00", [1.0, 2.0])
     with pytest.raises(ValueError):
@@ -329,11 +332,12 @@ def test_rejects_non_bcd_values() -> None:
 
 
 def test_unknown_data_identifier_is_named_in_the_detail() -> None:
-    payload = dlt645.build_frame(ADDRESS, 0x91, bytes.fromhex("01010004") + b"\x12\x34")
+    # 04000103 (demand period) sits next to the clock identifiers but is not supported
+    payload = dlt645.build_frame(ADDRESS, 0x91, bytes.fromhex("03010004") + b"\x15")
     with pytest.raises(RejectedInput) as info:
         dlt645.decode(TOPIC, payload)
     assert info.value.reason == "unknown_data_id"
-    assert "04000101" in info.value.detail
+    assert "04000103" in info.value.detail
     assert ADDRESS not in str(info.value)
 
 
@@ -401,6 +405,297 @@ def test_module_is_an_adapter() -> None:
     assert dlt645.topic_for("c1", "conc01") == TOPIC
 
 
+# --- the meter clock (04000101 date and week day, 04000102 time) -----------------------------
+
+# 2026-12-04 14:30:00 China Standard Time, a Friday (WW = 05), for meter 123456789012.
+# Built by hand: DI0..DI3 then the value low byte first, every DATA byte +33h.
+#   date: DI 04000101 → 01 01 00 04 → 34 34 33 37; YYMMDDWW 26 12 04 05 → 05 04 12 26 → 38 37 45 59
+#   time: DI 04000102 → 02 01 00 04 → 35 34 33 37; hhmmss 14 30 00 → 00 30 14 → 33 63 47
+DATE = "68 12 90 78 56 34 12 68 91 08 34 34 33 37 38 37 45 59 FE 16"
+TIME = "68 12 90 78 56 34 12 68 91 07 35 34 33 37 33 63 47 CE 16"
+CLOCK = DATE + " " + TIME
+CLOCK_WHEN = datetime(2026, 12, 4, 14, 30, 0, tzinfo=timezone(timedelta(hours=8)))
+CLOCK_NS = 1_796_365_800 * 1_000_000_000  # 2026-12-04T06:30:00Z
+OTHER = "000000000042"
+
+
+def plain_frame(address: str, control: int, data: bytes) -> bytes:
+    """A reply built independently of the encoder: the test's own +33h and checksum."""
+    body = (
+        b"\x68"
+        + bytes.fromhex(address)[::-1]
+        + bytes([0x68, control, len(data)])
+        + bytes((b + 0x33) & 0xFF for b in data)
+    )
+    return body + bytes([sum(body) & 0xFF, 0x16])
+
+
+def date_frame(yymmddww: str, address: str = ADDRESS) -> bytes:
+    """A 04000101 reply for the date printed high byte first (``26120405``)."""
+    return plain_frame(
+        address, 0x91, bytes([0x01, 0x01, 0x00, 0x04]) + bytes.fromhex(yymmddww)[::-1]
+    )
+
+
+def time_frame(hhmmss: str, address: str = ADDRESS) -> bytes:
+    """A 04000102 reply for the time printed high byte first (``143000``)."""
+    return plain_frame(address, 0x91, bytes([0x02, 0x01, 0x00, 0x04]) + bytes.fromhex(hhmmss)[::-1])
+
+
+def test_clock_vectors_are_built_as_the_standard_says() -> None:
+    date, time_ = frame(DATE), frame(TIME)
+    for f, length in ((date, 8), (time_, 7)):
+        assert f[:8] == bytes([0x68, 0x12, 0x90, 0x78, 0x56, 0x34, 0x12, 0x68])
+        assert f[8] == 0x91 and f[9] == length and f[-1] == 0x16
+        assert f[-2] == sum(f[:-2]) % 256
+    assert list(date[10:14]) == [0x01 + 0x33, 0x01 + 0x33, 0x00 + 0x33, 0x04 + 0x33]
+    assert list(date[14:18]) == [0x05 + 0x33, 0x04 + 0x33, 0x12 + 0x33, 0x26 + 0x33]  # WW DD MM YY
+    assert list(time_[10:14]) == [0x02 + 0x33, 0x01 + 0x33, 0x00 + 0x33, 0x04 + 0x33]
+    assert list(time_[14:17]) == [0x00 + 0x33, 0x30 + 0x33, 0x14 + 0x33]  # ss mm hh
+    assert date == date_frame("26120405") and time_ == time_frame("143000")
+    assert int(CLOCK_WHEN.timestamp()) * 1_000_000_000 == CLOCK_NS
+    assert CLOCK_WHEN.isoweekday() % 7 == 5
+
+
+def test_encode_clock_produces_the_vectors_byte_exactly() -> None:
+    assert dlt645.encode_clock(ADDRESS, CLOCK_WHEN) == frame(CLOCK)
+    assert dlt645.encode_clock(ADDRESS, CLOCK_WHEN.replace(tzinfo=None)) == frame(CLOCK)  # CST
+    assert dlt645.encode_clock(ADDRESS, CLOCK_WHEN.astimezone(UTC)) == frame(CLOCK)
+    assert dlt645.encode_clock(ADDRESS, CLOCK_WHEN, wake=4) == WAKE + frame(DATE) + WAKE + frame(
+        TIME
+    )
+    sunday = dlt645.encode_clock(ADDRESS, datetime(2026, 12, 6, 23, 59, 59))
+    assert sunday == date_frame("26120600") + time_frame("235959")
+    with pytest.raises(ValueError):
+        dlt645.encode_clock(ADDRESS, datetime(1999, 12, 31, 23, 59, 59))
+    with pytest.raises(ValueError):
+        dlt645.encode_clock(ADDRESS, datetime(2100, 1, 1))
+
+
+@pytest.mark.parametrize("order", ["clock-last", "clock-first", "clock-between"])
+def test_clock_stamps_every_reading_of_its_meter(order: str) -> None:
+    data = [frame(ENERGY), frame(VOLTAGE), frame(ABNORMAL), frame(CURRENT), frame(POWER)]
+    clock = [frame(DATE), frame(TIME)]
+    parts = {
+        "clock-last": [*data, *clock],
+        "clock-first": [clock[1], clock[0], *data],
+        "clock-between": [data[0], clock[0], *data[1:3], clock[1], *data[3:]],
+    }[order]
+    for payload in (
+        b"".join(parts),
+        b"".join(WAKE + p for p in parts),
+        b" ".join(p.hex().encode() for p in parts),
+    ):
+        readings = dlt645.decode(TOPIC, payload)
+        assert len(readings) == 5  # the clock frames are no readings
+        assert {r.time_ns for r in readings} == {CLOCK_NS}
+        assert [r.kind for r in readings] == [
+            "telemetry",
+            "telemetry",
+            "fault",
+            "telemetry",
+            "telemetry",
+        ]
+        assert readings[0].values == {"meter_type": "electricity", "energy_kwh": 123456.78}
+
+
+def test_clock_of_one_meter_leaves_the_other_at_receive_time() -> None:
+    other = dlt645.encode_reading(OTHER, "00010000", 1.5)
+    payload = frame(ENERGY) + other + frame(DATE) + frame(TIME)
+    mine, theirs = dlt645.decode(TOPIC, payload)
+    assert (mine.device_id, mine.time_ns) == (ADDRESS, CLOCK_NS)
+    assert (theirs.device_id, theirs.time_ns) == (OTHER, RECEIVE_TIME)
+
+
+def test_two_meters_keep_their_own_clocks() -> None:
+    payload = (
+        frame(ENERGY)
+        + dlt645.encode_reading(OTHER, "00010000", 1.5)
+        + time_frame("000001", OTHER)
+        + frame(CLOCK)
+        + date_frame("26120300", OTHER)  # a wrong week day (it was a Thursday) is accepted
+    )
+    mine, theirs = dlt645.decode(TOPIC, payload)
+    assert mine.time_ns == CLOCK_NS
+    assert theirs.time_ns == int(datetime(2026, 12, 2, 16, 0, 1, tzinfo=UTC).timestamp()) * 10**9
+
+
+def test_any_week_day_0_to_6_is_accepted() -> None:
+    for week in range(7):
+        [r] = dlt645.decode(TOPIC, frame(ENERGY) + date_frame(f"261204{week:02d}") + frame(TIME))
+        assert r.time_ns == CLOCK_NS
+
+
+def test_a_repeated_identical_clock_is_accepted() -> None:
+    [r] = dlt645.decode(TOPIC, frame(ENERGY) + frame(CLOCK) + frame(CLOCK))
+    assert r.time_ns == CLOCK_NS
+
+
+def test_clock_edges_decode() -> None:
+    cases = [
+        ("00010106", "000000", datetime(2000, 1, 1, 0, 0, 0)),
+        ("99123104", "235959", datetime(2099, 12, 31, 23, 59, 59)),
+        ("28022902", "120000", datetime(2028, 2, 29, 12, 0, 0)),  # a leap day
+    ]
+    for day, clock, when in cases:
+        [r] = dlt645.decode(TOPIC, frame(ENERGY) + date_frame(day) + time_frame(clock))
+        expected = when.replace(tzinfo=timezone(timedelta(hours=8)))
+        assert r.time_ns == int(expected.timestamp()) * 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("day", "clock"),
+    [
+        ("2612044A", "143000"),  # week day nibble above 9
+        ("26120407", "143000"),  # week day 7
+        ("26120499", "143000"),
+        ("261A0405", "143000"),  # month 1A
+        ("26130405", "143000"),  # month 13
+        ("26000405", "143000"),  # month 0
+        ("26120005", "143000"),  # day 0
+        ("26023001", "143000"),  # 30 February
+        ("27022901", "143000"),  # 29 February of a common year
+        ("F6120405", "143000"),
+        ("26120405", "240000"),
+        ("26120405", "146000"),
+        ("26120405", "143060"),
+        ("26120405", "1430A0"),
+        ("26120405", "FF3000"),
+    ],
+)
+def test_rejects_an_impossible_or_non_bcd_clock(day: str, clock: str) -> None:
+    payload = frame(ENERGY) + date_frame(day) + time_frame(clock)
+    with pytest.raises(RejectedInput) as info:
+        dlt645.decode(TOPIC, payload)
+    assert info.value.reason == "bad_time"
+    assert ADDRESS not in str(info.value)
+
+
+def test_rejects_half_a_clock_and_says_which_half_is_missing() -> None:
+    with pytest.raises(RejectedInput) as info:
+        dlt645.decode(TOPIC, frame(ENERGY) + frame(DATE))
+    assert info.value.reason == "incomplete_clock"
+    assert "not its time (04000102)" in info.value.detail
+    with pytest.raises(RejectedInput) as info:
+        dlt645.decode(TOPIC, frame(TIME) + frame(ENERGY))
+    assert info.value.reason == "incomplete_clock"
+    assert "not its date (04000101)" in info.value.detail
+    # the other meter's complete clock does not complete this one's
+    assert reason(frame(ENERGY) + frame(DATE) + time_frame("143000", OTHER)) == "incomplete_clock"
+    # nor does half a clock of a meter without data pass
+    assert (
+        reason(frame(ENERGY) + frame(CLOCK) + date_frame("26120405", OTHER)) == "incomplete_clock"
+    )
+
+
+def test_rejects_conflicting_clocks() -> None:
+    later = time_frame("143001")
+    assert reason(frame(ENERGY) + frame(CLOCK) + later) == "conflicting_clock"
+    assert reason(frame(ENERGY) + frame(CLOCK) + date_frame("26120505")) == "conflicting_clock"
+    with pytest.raises(RejectedInput) as info:
+        dlt645.decode(TOPIC, later + frame(CLOCK) + frame(ENERGY))
+    assert "04000102" in info.value.detail and ADDRESS not in str(info.value)
+
+
+def test_a_message_with_only_clocks_is_empty() -> None:
+    assert reason(frame(CLOCK)) == "empty"
+    assert reason(WAKE + frame(DATE) + WAKE + frame(TIME)) == "empty"
+    assert reason(CLOCK.encode()) == "empty"
+
+
+def test_clock_replies_of_the_wrong_length_are_rejected() -> None:
+    assert reason(plain_frame(ADDRESS, 0x91, bytes.fromhex("01010004 05041226 00"))) == "bad_length"
+    assert reason(plain_frame(ADDRESS, 0x91, bytes.fromhex("01010004 050412"))) == "bad_length"
+    assert reason(plain_frame(ADDRESS, 0x91, bytes.fromhex("02010004 0030"))) == "bad_length"
+    assert reason(plain_frame(ADDRESS, 0x91, bytes.fromhex("02010004 00301400"))) == "bad_length"
+
+
+def test_clock_frames_take_the_wake_up_prefix_and_more_follows() -> None:
+    more = bytearray(frame(DATE))
+    more[8] = 0xB1  # "more follows"
+    more[-2] = sum(more[:-2]) % 256
+    for payload in (
+        WAKE + frame(ENERGY) + WAKE + frame(DATE) + WAKE + frame(TIME),
+        b"\xfe" + frame(ENERGY) + b"\xfe\xfe" + frame(CLOCK),
+        frame(ENERGY) + bytes(more) + frame(TIME),
+        ("FE FE FE FE " + ENERGY + " FE FE FE FE " + CLOCK).encode(),
+    ):
+        [r] = dlt645.decode(TOPIC, payload)
+        assert r.time_ns == CLOCK_NS
+
+
+def test_every_flipped_clock_byte_is_caught() -> None:
+    for vector in (frame(DATE), frame(TIME)):
+        for i in range(10, len(vector) - 2):
+            corrupt = bytearray(vector)
+            corrupt[i] ^= 0x01
+            assert reason(frame(ENERGY) + bytes(corrupt)) == "bad_checksum"
+
+
+def test_encode_sends_the_readings_clock_after_the_data() -> None:
+    reading = Reading(
+        ADDRESS,
+        Family.METER,
+        Channel.TELEMETRY,
+        "telemetry",
+        CLOCK_NS + 999_999_999,  # the meter counts whole seconds
+        Location("c1"),
+        {"meter_type": "electricity", **{k: v for _, _, e in REPLIES for k, v in e.items()}},
+    )
+    topic, payload = dlt645.encode(reading)
+    assert payload == frame(ENERGY) + frame(VOLTAGE) + frame(CURRENT) + frame(POWER) + frame(CLOCK)
+    readings = dlt645.decode(topic, payload)
+    assert len(readings) == 4 and {r.time_ns for r in readings} == {CLOCK_NS}
+    fault = Reading(
+        ADDRESS, Family.METER, Channel.EVENT, "fault", CLOCK_NS, Location("c1"),
+        {"fault_code": 2, "fault": "no_such_data"},
+    )  # fmt: skip
+    assert dlt645.encode(fault) == (TOPIC, frame(ABNORMAL) + frame(CLOCK))
+    [back] = dlt645.decode(TOPIC, frame(ABNORMAL) + frame(CLOCK))
+    assert back.kind == "fault" and back.time_ns == CLOCK_NS
+
+
+def test_encode_refuses_a_time_the_meter_clock_cannot_hold() -> None:
+    for seconds in (946_684_800 - 8 * 3600 - 1, 4_102_444_800 - 8 * 3600):  # 1999 / 2100 in CST
+        reading = Reading(
+            ADDRESS, Family.METER, Channel.TELEMETRY, "telemetry", seconds * 10**9,
+            Location("c1"), {"energy_kwh": 1.0},
+        )  # fmt: skip
+        with pytest.raises(ValueError):
+            dlt645.encode(reading)
+
+
+def test_readme_example_decodes() -> None:
+    """The README's example: an energy reply with the meter clock, 2026-12-04 14:30:00 CST."""
+    text = ENERGY + " " + CLOCK
+    assert text == (
+        "68 12 90 78 56 34 12 68 91 08 33 33 34 33 AB 89 67 45 CC 16 "
+        "68 12 90 78 56 34 12 68 91 08 34 34 33 37 38 37 45 59 FE 16 "
+        "68 12 90 78 56 34 12 68 91 07 35 34 33 37 33 63 47 CE 16"
+    )
+    [r] = dlt645.decode(TOPIC, bytes.fromhex(text))
+    assert r.values == {"meter_type": "electricity", "energy_kwh": 123456.78}
+    assert r.time_ns == CLOCK_NS
+
+
+def test_gridgate_decode_prints_the_meter_time(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    payload = (
+        frame(ENERGY)
+        + dlt645.encode_clock(ADDRESS, when)
+        + dlt645.encode_reading("123456789013", "00010000", 1.5)  # a meter without its clock
+    )
+    args = ["decode", "--adapter", "dlt645", "--topic", TOPIC, "--hex", payload.hex(" ")]
+    assert main(args) == 0
+    mine, other = json.loads(capsys.readouterr().out)
+    assert mine["time_ns"] == int(when.timestamp()) * 1_000_000_000
+    assert mine["time"] == when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert mine["time_source"] == "device"
+    assert other["device_id"] == "123456789013" and other["time_source"] == "received"
+
+
 # --- round trips ----------------------------------------------------------------------------
 
 addresses = st.text("0123456789", min_size=12, max_size=12).filter(lambda a: a != "9" * 12)
@@ -459,6 +754,26 @@ def test_encode_then_decode_gives_the_values_back(reading: Reading) -> None:
     assert merged == {k: v for k, v in reading.values.items() if k != "meter_type"}
 
 
+# 2000-01-01 00:00:00 .. 2099-12-31 23:59:59 China Standard Time: what the meter clock holds
+clock_seconds = st.integers(946_656_000, 4_102_415_999)
+
+
+@settings(max_examples=500, deadline=None)
+@given(meter_readings(), clock_seconds, st.integers(0, 999_999_999))
+def test_encode_then_decode_gives_the_time_back(
+    reading: Reading, seconds: int, fraction: int
+) -> None:
+    """A simulated meter's readings come back at its (simulated) time, to the second."""
+    reading = replace(reading, time_ns=seconds * 1_000_000_000 + fraction)
+    topic, payload = dlt645.encode(reading)
+    readings = dlt645.decode(topic, payload)
+    assert readings
+    assert {r.time_ns for r in readings} == {seconds * 1_000_000_000}
+    assert {r.device_id for r in readings} == {reading.device_id}
+    merged = {k: v for r in readings for k, v in r.values.items() if k != "meter_type"}
+    assert merged == {k: v for k, v in reading.values.items() if k != "meter_type"}
+
+
 @settings(max_examples=300, deadline=None)
 @given(addresses, st.integers(0, 255), st.integers(0, 4))
 def test_fault_round_trip(address: str, bits: int, wake: int) -> None:
@@ -495,7 +810,7 @@ def decode_or_reject(payload: bytes, topic: str = TOPIC) -> None:
 
 @st.composite
 def mutations(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(VALID_FRAMES)))
+    data = bytearray(draw(st.sampled_from([*VALID_FRAMES, frame(ENERGY + " " + CLOCK)])))
     if draw(st.booleans()):
         data = bytearray(WAKE) + data
     for _ in range(draw(st.integers(1, 4))):
@@ -542,6 +857,16 @@ def test_fuzz_data_of_well_framed_replies(di: str, value: bytes, control: int) -
     """Checksums kept valid, so the fuzzing reaches the field decoders."""
     data = bytes.fromhex(di)[::-1] + value if control != 0xD1 else value
     decode_or_reject(dlt645.build_frame(ADDRESS, control, data))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from([dlt645.DATE_DI, dlt645.TIME_DI]), st.binary(max_size=6))
+def test_fuzz_well_framed_clock_replies(di: str, value: bytes) -> None:
+    """Any clock value, with data and with or without the other half: a time or a reason."""
+    clock = dlt645.build_frame(ADDRESS, 0x91, bytes.fromhex(di)[::-1] + value)
+    other = frame(TIME) if di == dlt645.DATE_DI else frame(DATE)
+    for payload in (clock, frame(ENERGY) + clock, frame(ENERGY) + clock + other):
+        decode_or_reject(payload)
 
 
 @settings(max_examples=1000, deadline=None)
