@@ -12,7 +12,9 @@ and the response says how many were. Persons are counted conservatively:
 * elder: the distinct wearables reporting in the cell (one wearer each).
 
 Queries are built from allow-listed names only: the measurement and function from fixed sets,
-the field from the privacy policy's kept fields, place codes as quoted literals.
+the field from the privacy policy's kept fields, place codes and device ids as quoted literals.
+The HTTP API and `gridgate query` both run them through here, so the terminal is no way
+around the suppression.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from privacy.policy import Policy
 
 NS = 1_000_000_000
 WINDOWS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
+WHOLE_RANGE = ""  # the window of a query that is one cell over its whole range
 FUNCTIONS = ("mean", "max", "min", "sum", "count", "last")
 MEASUREMENTS = {"access": "access", "safety": "safety", "meter": "meter", "elder": "elder",
                 "device_status": "status"}  # fmt: skip
 PERSON_RELATED = frozenset({"access", "elder"})
-GROUP_TAGS = {"grid": ("community", "grid"), "building": ("community", "grid", "building"),
+GROUP_TAGS = {"community": ("community",), "grid": ("community", "grid"),
+              "building": ("community", "grid", "building"),
               "unit": ("community", "grid", "building", "unit")}  # fmt: skip
 _PLACE_TAGS = ("community", "grid", "building", "unit")
 
@@ -56,10 +60,11 @@ class HistoryQuery:
     fn: str
     start_ns: int
     end_ns: int
-    window: str
+    window: str  # a WINDOWS key, or WHOLE_RANGE
     places: tuple[str, ...]
     group_by: str | None = None
     kind: str | None = None
+    device: str | None = None  # one device within the places
     only_true: str | None = None  # a boolean field that must be true (elder `worn`)
     value_is_persons: bool = False  # the value is the person count itself (devices worn)
 
@@ -80,14 +85,14 @@ def check(query: HistoryQuery, policy: Policy, *, max_range_s: float, max_points
             f"{query.measurement} has no queryable field {query.field!r}; it has "
             + ", ".join(sorted(queryable_fields(policy, query.measurement)))
         )
-    if query.fn not in FUNCTIONS or query.window not in WINDOWS:
+    if query.fn not in FUNCTIONS or (query.window not in WINDOWS and query.window != WHOLE_RANGE):
         raise HistoryError("unknown function or window")
     span = query.end_ns - query.start_ns
     if span <= 0:
         raise HistoryError("start must be before end")
     if span > max_range_s * NS:
         raise HistoryError(f"a history spans at most {int(max_range_s // 86400)} days")
-    cells = -(-span // (WINDOWS[query.window] * NS))
+    cells = -(-span // (WINDOWS[query.window] * NS)) if query.window else 1
     if cells > max_points:
         raise HistoryError(f"{cells} windows: choose a wider window or a shorter range")
 
@@ -106,6 +111,8 @@ def _where(query: HistoryQuery) -> str:
                "(" + " OR ".join(scopes) + ")"]  # fmt: skip
     if query.kind:
         clauses.append(f"kind = {quote_literal(query.kind)}")
+    if query.device:
+        clauses.append(f"device = {quote_literal(query.device)}")
     if query.only_true:
         clauses.append(f"{quote_ident(query.only_true)} = true")
     return " AND ".join(clauses)
@@ -113,12 +120,32 @@ def _where(query: HistoryQuery) -> str:
 
 def _group(query: HistoryQuery, *extra: str) -> str:
     tags = GROUP_TAGS[query.group_by] if query.group_by else ()
-    names = ", ".join([f"time({query.window})", *(quote_ident(t) for t in (*tags, *extra))])
-    return f"GROUP BY {names}"
+    times = [f"time({query.window})"] if query.window else []
+    names = ", ".join([*times, *(quote_ident(t) for t in (*tags, *extra))])
+    return f" GROUP BY {names}" if names else ""
 
 
-def _source(query: HistoryQuery, retention: bool) -> str:
-    return qualified(query.measurement) if retention else quote_ident(query.measurement)
+def source(measurement: str, *, retention: bool = True) -> str:
+    """The InfluxQL name to select from: in its own retention policy ("rp_elder"."elder")
+    when the gateway writes there (settings.influx_retention), else in the default one."""
+    return qualified(measurement) if retention else quote_ident(measurement)
+
+
+def statements(query: HistoryQuery, *, retention: bool = True) -> list[str]:
+    """The InfluxQL `run` sends for `query`: its values (unless the value is the person
+    count), then, for a person-related measurement, the persons of each cell."""
+    if not query.places:
+        return []
+    where, src = _where(query), source(query.measurement, retention=retention)
+    out = []
+    if not query.value_is_persons:
+        out.append(
+            f"SELECT {query.fn}({quote_ident(query.field)}) AS v FROM {src} WHERE {where}"
+            f"{_group(query)} fill(none)"
+        )
+    if query.measurement in PERSON_RELATED:
+        out.append(_persons_statement(query, src, where))
+    return out
 
 
 def _place_of(row: dict[str, object], query: HistoryQuery) -> str:
@@ -130,22 +157,19 @@ async def run(
     influx: InfluxV1Client, query: HistoryQuery, *, k: int, retention: bool = True
 ) -> tuple[list[HistoryCell], int]:
     """The cells of `query` (time, then place) and how many were suppressed."""
-    if not query.places:
+    todo = statements(query, retention=retention)
+    if not todo:
         return [], 0
-    where, source = _where(query), _source(query, retention)
     values: dict[tuple[int, str], float | None] = {}
     if not query.value_is_persons:
-        rows = await influx.query(
-            f"SELECT {query.fn}({quote_ident(query.field)}) AS v FROM {source} WHERE {where}"
-            f" {_group(query)} fill(none)"
-        )
+        rows = await influx.query(todo.pop(0))
         for r in rows:
             v = r.get("v")
             number = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
             values[(int(str(r["time"])), _place_of(r, query))] = number
     persons: dict[tuple[int, str], int] = {}
     if query.measurement in PERSON_RELATED:
-        persons = await _persons(influx, query, source, where)
+        persons = await _persons(influx, query, todo.pop(0))
     cells: list[HistoryCell] = []
     suppressed = 0
     keys = set(values) | (set(persons) if query.value_is_persons else set())
@@ -160,23 +184,28 @@ async def run(
     return cells, suppressed
 
 
+def _persons_statement(query: HistoryQuery, src: str, where: str) -> str:
+    if query.measurement == "access":
+        return (
+            f'SELECT count(distinct("resident_ref")) AS r, count(distinct("card_ref")) AS c'
+            f" FROM {src} WHERE {where}{_group(query)} fill(none)"
+        )
+    return (
+        f"SELECT count({quote_ident(query.field)}) AS n FROM {src} WHERE {where}"
+        f"{_group(query, 'device')} fill(none)"
+    )
+
+
 async def _persons(
-    influx: InfluxV1Client, query: HistoryQuery, source: str, where: str
+    influx: InfluxV1Client, query: HistoryQuery, statement: str
 ) -> dict[tuple[int, str], int]:
     out: dict[tuple[int, str], int] = defaultdict(int)
+    rows = await influx.query(statement)
     if query.measurement == "access":
-        rows = await influx.query(
-            f'SELECT count(distinct("resident_ref")) AS r, count(distinct("card_ref")) AS c'
-            f" FROM {source} WHERE {where} {_group(query)} fill(none)"
-        )
         for r in rows:
             n = max(_int(r.get("r")), _int(r.get("c")))
             out[(int(str(r["time"])), _place_of(r, query))] = n
         return out
-    rows = await influx.query(
-        f"SELECT count({quote_ident(query.field)}) AS n FROM {source} WHERE {where}"
-        f" {_group(query, 'device')} fill(none)"
-    )
     for r in rows:
         if _int(r.get("n")) > 0:
             out[(int(str(r["time"])), _place_of(r, query))] += 1
@@ -204,6 +233,7 @@ __all__ = [
     "MEASUREMENTS",
     "PERSON_RELATED",
     "PRESETS",
+    "WHOLE_RANGE",
     "WINDOWS",
     "HistoryCell",
     "HistoryError",
@@ -211,4 +241,6 @@ __all__ = [
     "check",
     "queryable_fields",
     "run",
+    "source",
+    "statements",
 ]

@@ -1,8 +1,9 @@
 """The `gridgate` command: run | api | demo | simulate | decode | registry | audit | users |
-apikey."""
+apikey | alerts | query."""
 
 # One command tree; each command lives in its own module: gateway.cli.run (run), gateway.cli.demo,
-# gateway.cli.decode, gateway.registry.cli, gateway.audit.cli, simulators.cli.
+# gateway.cli.decode, gateway.registry.cli, gateway.audit.cli, simulators.cli, gateway.cli.alerts,
+# gateway.cli.query.
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def _tune_gc() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.audit import cli as audit_cli
+    from gateway.cli import alerts as alerts_cli
     from gateway.cli import api as api_cli
     from gateway.cli import demo as demo_cli
+    from gateway.cli import query as query_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
 
@@ -65,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry_cli.add_arguments(sub)
     audit_cli.add_arguments(sub)
     api_cli.add_arguments(sub)
+    alerts_cli.add_arguments(sub)
+    query_cli.add_arguments(sub)
 
     decode = sub.add_parser("decode", help="decode one message and print canonical readings")
     decode.add_argument("--adapter", default="gridgate_json")
@@ -110,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli.api import accounts_command
 
             return accounts_command(args, settings)
+        if args.command == "alerts":
+            from gateway.cli import alerts as alerts_cli
+
+            return alerts_cli.run(args, settings)
+        if args.command == "query":
+            from gateway.cli import query as query_cli
+
+            return query_cli.run(args, settings)
         _tune_gc()
         if args.command == "run":
             return asyncio.run(run_command(settings, progress=not args.no_progress, api=args.api))

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
 
-from gateway.alerts.delivery.outbox import OutboxItem
 from gateway.alerts.lifecycle import (
     AlreadyOpen,
     InvalidTransition,
@@ -22,7 +20,8 @@ from gateway.alerts.lifecycle import (
     allowed_actions,
 )
 from gateway.alerts.model import Alert, AlertState, Severity
-from gateway.alerts.store import AlertEvent, AlertEventRow, AlertRow, to_alert
+from gateway.alerts.store import AlertEvent, AlertEventRow, AlertRow
+from gateway.alerts.views import AlertFilter, AlertTimeline, Delivery, alert_timeline, find_alerts
 from gateway.api.accounts import Principal
 from gateway.api.deps import Caller, Context, Member, Paging
 from gateway.api.problems import Problem, not_found
@@ -102,53 +101,23 @@ def list_alerts(
     """Newest first, within the caller's places."""
     if not caller.scopes:
         return AlertsPublic(data=[], count=0)
-    conditions = [under(AlertRow.place, caller.scopes)]
-    if place:
-        if not caller.sees(place):
-            raise not_found("no such place")
-        conditions.append(under(AlertRow.place, [place]))
-    if state:
-        conditions.append(AlertRow.state.in_([s.value for s in state]))
-    if open_only:
-        conditions.append(AlertRow.state.in_(["raised", "notified", "acknowledged", "handling"]))
-    if severity:
-        conditions.append(AlertRow.severity.in_([int(s) for s in severity]))
-    if kind:
-        conditions.append(AlertRow.kind == kind)
-    if since:
-        conditions.append(AlertRow.last_ns >= ns_of(since))
-    if until:
-        conditions.append(AlertRow.first_ns < ns_of(until))
-    if incident_id is not None:
-        conditions.append(AlertRow.incident_id == incident_id)
-    if incidents:
-        grouped = aliased(AlertRow)
-        conditions.append(exists().where(grouped.incident_id == AlertRow.id))
-    with context.registry.reading() as s:
-        total = s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))
-        rows = s.scalars(
-            select(AlertRow)
-            .where(*conditions)
-            .order_by(AlertRow.id.desc())
-            .offset(paging.offset)
-            .limit(paging.limit)
-        ).all()
-        alerts = [to_alert(r) for r in rows]
-        ackers = _acknowledgers(s, [a.id for a in alerts])
-    data = [alert_public(a, ackers.get(a.id)) for a in alerts]
-    return AlertsPublic(data=data, count=total or 0)
-
-
-def _acknowledgers(s: Session, ids: list[int]) -> dict[int, str]:
-    """alert id → who acknowledged it (the latest acknowledgement)."""
-    if not ids:
-        return {}
-    rows = s.execute(
-        select(AlertEventRow.alert_id, AlertEventRow.actor)
-        .where(AlertEventRow.alert_id.in_(ids), AlertEventRow.step == "acknowledged")
-        .order_by(AlertEventRow.seq)
+    if place and not caller.sees(place):
+        raise not_found("no such place")
+    where = AlertFilter(
+        scopes=caller.scopes,
+        places=(place,) if place else (),
+        states=tuple(state or ()),
+        open_only=open_only,
+        severities=tuple(severity or ()),
+        kind=kind or None,
+        since_ns=ns_of(since) if since else None,
+        until_ns=ns_of(until) if until else None,
+        incident_id=incident_id,
+        incidents_only=incidents,
     )
-    return {alert_id: actor for alert_id, actor in rows}
+    page = find_alerts(context.registry, where, offset=paging.offset, limit=paging.limit)
+    data = [alert_public(a, page.acknowledged_by.get(a.id)) for a in page.alerts]
+    return AlertsPublic(data=data, count=page.total)
 
 
 @router.get("/summary", response_model=AlertSummaryPublic)
@@ -211,15 +180,29 @@ def _step(e: AlertEvent) -> StepPublic:
     )
 
 
-def _delivery(item: OutboxItem) -> DeliveryPublic:
-    seq = item.idempotency_key.split(":")[1] if item.idempotency_key.count(":") >= 3 else ""
+def _delivery(d: Delivery) -> DeliveryPublic:
     return DeliveryPublic(
-        member_id=item.member_id,
-        channel=item.channel,
-        for_seq=int(seq) if seq.isdigit() else None,
-        state=str(item.state),
-        attempts=item.attempts,
-        sent_at=at(item.sent_ns),
+        member_id=d.member_id,
+        channel=d.channel,
+        for_seq=d.for_seq,
+        state=d.state,
+        attempts=d.attempts,
+        sent_at=at(d.sent_ns),
+    )
+
+
+def alert_detail_public(timeline: AlertTimeline) -> AlertDetailPublic:
+    """One alert as GET /alerts/{id} shows it (and `gridgate alerts show --json`)."""
+    alert, detail = timeline.alert, timeline.detail
+    return AlertDetailPublic(
+        **alert_public(alert, timeline.acknowledged_by).model_dump(),
+        place_names=list(timeline.place_names),
+        feedback=detail.feedback,
+        rating=detail.rating,
+        ended=at(detail.ended_ns),
+        timeline=[_step(e) for e in timeline.steps],
+        deliveries=[_delivery(d) for d in timeline.deliveries],
+        grouped=[alert_public(a) for a in timeline.grouped],
     )
 
 
@@ -228,23 +211,10 @@ def one_alert(context: Context, caller: Caller, alert_id: AlertId) -> AlertDetai
     """The alert, its grouped alerts (an incident), and its timeline: every step with who and
     when, and every notification with its delivery outcome."""
     _visible(context, caller, alert_id)
-    detail = context.alerts.detail(alert_id)
-    if detail is None:
+    found = alert_timeline(context.alerts, context.alert_service.outbox, alert_id)
+    if found is None:
         raise not_found("no such alert")
-    alert = detail.alert
-    deliveries = context.alert_service.outbox.items(alert_id=alert_id)
-    timeline = context.alerts.events(alert_id)
-    ackers = [e.actor for e in timeline if e.step == "acknowledged"]
-    return AlertDetailPublic(
-        **alert_public(alert, ackers[-1] if ackers else None).model_dump(),
-        place_names=list(context.registry.place_names(alert.place)),
-        feedback=detail.feedback,
-        rating=detail.rating,
-        ended=at(detail.ended_ns),
-        timeline=[_step(e) for e in timeline],
-        deliveries=[_delivery(d) for d in deliveries],
-        grouped=[alert_public(a) for a in context.alerts.members_of(alert_id)],
-    )
+    return alert_detail_public(found)
 
 
 def _act(
