@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -102,10 +102,14 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         adapters: AdapterRegistry | None = None,
         alert_clock_ns: Callable[[], int] = time.time_ns,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """`alert_clock_ns` is the alerts' wall clock (deadlines, escalation, delivery
-        retries): tests pass a fake one to see an hour of escalation in a second."""
+        retries): tests pass a fake one to see an hour of escalation in a second. `environ`
+        adds to the GRIDGATE_* variables the routing policy and webhook secrets read (the
+        demo's stand-in webhook)."""
         self.settings = settings
+        self.environ = {**environment(), **(environ or {})}
         self.metrics = metrics or GatewayMetrics()
         self.adapters = adapters or default_registry(settings.community)
         self.alert_clock_ns = alert_clock_ns
@@ -180,7 +184,7 @@ class Gateway:
                 mqtt_password=password.get_secret_value() if password else None,
                 escalation_s=settings.escalation_check_s,
                 clock_ns=self.alert_clock_ns,
-                environ=environment(),
+                environ=self.environ,
             ),
             household_ref=lambda h: pseudonymise(h, IdentifierKind.HOUSEHOLD_REF, keyring),
         )

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import signal
 import sys
@@ -37,7 +36,7 @@ from gateway.cli.dispatch_standin import EMERGENCY_URL_ENV, DispatchStandIn
 from gateway.cli.run import run_with_api
 from gateway.cli.terminal import Console, ConsoleLogHandler
 from gateway.pipeline.metrics import GatewayMetrics
-from gateway.settings import Settings
+from gateway.settings import Settings, environment
 
 log = logging.getLogger("gridgate")
 
@@ -238,7 +237,7 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     signals = Signals()
     standin = DispatchStandIn()
     async with contextlib.AsyncExitStack() as stack:
-        if not os.environ.get(EMERGENCY_URL_ENV):
+        if not environment().get(EMERGENCY_URL_ENV):
             await stack.enter_async_context(standin.serving())
         return await _run(settings, args, plan, fleet, console, signals, standin)
     return 1  # pragma: no cover - the block returns
@@ -290,7 +289,7 @@ async def _run(
     gateway_task = asyncio.create_task(
         run_with_api(
             settings, stop, metrics, api=args.api, ready=ready, on_start=started.append,
-            announce_api=False,
+            announce_api=False, environ=standin.environ,
         ),
         name="gateway",
     )  # fmt: skip

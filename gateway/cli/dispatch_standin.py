@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from gateway.alerts.delivery import verify_signature
 from gateway.alerts.delivery.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from gateway.settings import environment
 
 EMERGENCY_URL_ENV = "GRIDGATE_EMERGENCY_WEBHOOK_URL"
 SECRETS_ENV = "GRIDGATE_WEBHOOK_SECRETS"
@@ -31,6 +31,7 @@ class DispatchStandIn:
     received: int = 0
     forged: int = 0
     url: str = ""
+    environ: dict[str, str] = field(default_factory=dict)  # for the gateway's alert side
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[DispatchStandIn]:
@@ -58,9 +59,11 @@ class DispatchStandIn:
 
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
-        os.environ[EMERGENCY_URL_ENV] = self.url
-        known = json.loads(os.environ.get(SECRETS_ENV, "") or "{}")
-        os.environ[SECRETS_ENV] = json.dumps(known | {self.url: secret})
+        known = json.loads(environment().get(SECRETS_ENV, "") or "{}")
+        self.environ = {
+            EMERGENCY_URL_ENV: self.url,
+            SECRETS_ENV: json.dumps(known | {self.url: secret}),
+        }
         task = asyncio.create_task(server.serve(sockets=[sock]), name="dispatch-stand-in")
         try:
             yield self

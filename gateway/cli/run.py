@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.cli.progress import report_progress
@@ -54,13 +54,17 @@ async def run_with_api(
     ready: asyncio.Event | None = None,
     on_start: Callable[[Gateway], object] | None = None,
     announce_api: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """The gateway until `stop`, and with `api` the HTTP API on the same parts; `on_start`
     gets the gateway once its parts are open (the demo reads its registry)."""
     from gateway.cli.api import serve_api
     from gateway.runtime import Gateway
 
-    async with Gateway(settings, metrics=metrics) as gateway, asyncio.TaskGroup() as tg:
+    async with (
+        Gateway(settings, metrics=metrics, environ=environ) as gateway,
+        asyncio.TaskGroup() as tg,
+    ):
         if on_start is not None:
             on_start(gateway)
         if api:
