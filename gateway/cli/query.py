@@ -89,7 +89,7 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument(
         "--show-query",
         action="store_true",
-        help="print the InfluxQL on stdout (else it goes to stderr)",
+        help="print the InfluxQL it runs (to copy into the influx shell or Grafana)",
     )
 
     counts = verbs.add_parser("counts", parents=[show], help="points per measurement")
@@ -140,10 +140,11 @@ class _Context:
         return self.settings.api_k_anonymity
 
     def note(self, statements_: Sequence[str]) -> None:
-        """The InfluxQL about to run: the operator's to copy (stdout) or a hint (stderr)."""
+        """The InfluxQL about to run, for the operator to copy (with --show-query)."""
+        if not self.show_query:
+            return
         for text in statements_:
-            out = sys.stdout if self.show_query else sys.stderr
-            print(f"influxql ({self.settings.influx_database}): {text}", file=out, flush=True)
+            print(f"influxql ({self.settings.influx_database}): {text}", flush=True)
 
     async def query(self, text: str) -> list[dict[str, Any]]:
         self.note([text])
