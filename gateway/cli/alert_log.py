@@ -168,7 +168,7 @@ class AlertLog:
         when = datetime.fromtimestamp(step.at_ns / 1e9, UTC).astimezone(CST).strftime("%H:%M:%S")
         names = self.registry.place_names(step.place)
         where = " ".join(n for n in names[2:] if n) or step.place.split("/", 1)[-1]
-        head = f"{when} #{step.alert_id:<4} {Severity(step.severity).name:<3} {step.kind}"
+        head = f"{when} #{step.alert_id} {Severity(step.severity).name} {step.kind}"
         return f"{head} {_verb(step)} {where}{_outcome(step, self.reopen_window_s)}"
 
 

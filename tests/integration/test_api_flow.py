@@ -63,6 +63,7 @@ async def test_a_gas_leak_is_acknowledged_handled_resolved_and_closed_through_th
                 assert r.status_code == 200, r.text
                 assert r.json()["state"] == "acknowledged"
                 assert r.json()["ack_deadline"] is None
+                assert r.json()["acknowledged_by"] is not None  # who, in the answer too
                 acked_at = clock()
 
                 # the deadline passes: no escalation (the escalator is also run here, at once)

@@ -21,7 +21,14 @@ from gateway.alerts.lifecycle import (
 )
 from gateway.alerts.model import Alert, AlertState, Severity
 from gateway.alerts.store import AlertEvent, AlertEventRow, AlertRow
-from gateway.alerts.views import AlertFilter, AlertTimeline, Delivery, alert_timeline, find_alerts
+from gateway.alerts.views import (
+    AlertFilter,
+    AlertTimeline,
+    Delivery,
+    acknowledgers,
+    alert_timeline,
+    find_alerts,
+)
 from gateway.api.accounts import Principal
 from gateway.api.deps import Caller, Context, Member, Paging
 from gateway.api.problems import Problem, not_found
@@ -222,7 +229,7 @@ def _act(
 ) -> AlertPublic:
     _visible(context, caller, alert_id)
     try:
-        return alert_public(action())
+        alert = action()
     except (UnknownAlert, NotResponsible) as exc:
         raise not_found("no such alert") from exc
     except InvalidTransition as exc:
@@ -232,6 +239,8 @@ def _act(
         raise Problem(409, str(exc)) from exc
     except LifecycleError as exc:
         raise Problem(422, str(exc)) from exc
+    with context.registry.reading() as s:
+        return alert_public(alert, acknowledgers(s, [alert.id]).get(alert.id))
 
 
 @router.post("/{alert_id}/acknowledge", response_model=AlertPublic)
