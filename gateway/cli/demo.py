@@ -334,9 +334,10 @@ async def _run(
     for line in summary:
         console.say(line)
     if args.duration == 0 and not stop.is_set() and not gateway_task.done():
+        serving = "gateway, API and screen stay" if args.api else "the gateway stays"
         console.say(
-            "demo: the simulated community reached the present; gateway, API and screen stay "
-            "up (alerts still escalate). Ctrl-C to stop."
+            f"demo: the simulated community reached the present; {serving} up (alerts still "
+            "escalate). Ctrl-C to stop."
         )
         await asyncio.wait(
             [asyncio.create_task(stop.wait()), drain_wait, gateway_task],

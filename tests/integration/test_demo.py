@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -48,9 +49,17 @@ def _env(services: Services, unique: str, database: str, tmp: Path) -> dict[str,
 
 
 def run_on_terminal(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    *,
+    interrupt_on: tuple[str, ...] = (),
 ) -> tuple[int, str]:
-    """Run `gridgate demo ARGS` with a pty as its terminal; (exit status, what it showed)."""
+    """Run `gridgate demo ARGS` with a pty as its terminal; (exit status, what it showed).
+    Each pattern of `interrupt_on` (a regex), once shown, gets the demo one Ctrl-C (SIGINT),
+    in order."""
+    pending = list(interrupt_on)
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", *args],
@@ -74,6 +83,9 @@ def run_on_terminal(
                 if not chunk:
                     break
                 out += chunk
+                if pending and re.search(pending[0].encode(), out):
+                    pending.pop(0)
+                    proc.send_signal(signal.SIGINT)
             elif proc.poll() is not None:
                 break
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -167,3 +179,36 @@ def test_the_demo_tells_its_story_in_80_columns(
         r"gas_leak reopened at 1号楼 1单元", text
     ), text
     assert "gas_leak raised at 1号楼 1单元" not in text
+
+
+def test_ctrl_c_stops_the_simulator_drains_the_broker_and_sums_up(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    """Until the present (2 simulated hours at 300×: 24 s), interrupted after a few seconds:
+    the simulator stops, the gateway drains what the broker holds, the counts add up."""
+    env = _env(services, unique, influx_db, tmp_path)
+    args = ["--households", "120", "--speed", "300", "--history", "2h", "--community", unique,
+            "--no-api"]  # fmt: skip
+    rc, shown = run_on_terminal(args, env, tmp_path, timeout=60, interrupt_on=(r"│ [1-9][\d,]{2,} msgs",))
+    text = "\n".join(screen_lines(shown))
+    assert rc == 0, text
+    assert "demo: simulated time" in text and "(UTC+8) at 300× (24 s real)" in text
+    published = number(r"messages  ([\d,]+) published", text)
+    assert published == number(r"· ([\d,]+) received", text) > 0
+    assert number(r"· ([\d,]+) still queued", text) == 0
+    assert "stay queued at the broker" not in text
+    assert "reached the present" not in text  # it was stopped before
+
+
+def test_after_catching_up_with_the_present_it_serves_until_ctrl_c(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    env = _env(services, unique, influx_db, tmp_path)
+    args = ["--households", "60", "--speed", "600", "--history", "20m", "--community", unique,
+            "--no-api"]  # fmt: skip
+    rc, shown = run_on_terminal(
+        args, env, tmp_path, timeout=240, interrupt_on=("reached the present",)
+    )
+    text = "\n".join(screen_lines(shown))
+    assert rc == 0, text
+    assert text.index("demo: this run") < text.index("reached the present")
