@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+import annotated_types
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from devices.errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Settings(BaseSettings):
@@ -98,6 +106,24 @@ class Settings(BaseSettings):
     deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """`debug` is what people type: the level names are not case-sensitive."""
+        if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+            return value.strip().upper()
+        return value  # refused as typed, so the message quotes what the operator wrote
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """The settings from the environment, or SettingsError naming every bad GRIDGATE_*
+        variable and what it expects: a new operator should read the fix, not a pydantic
+        dump (`settings_problems`)."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(settings_problems(exc)) from None
+
 
 # GRIDGATE_* variables that are not fields: read by scripts/services.sh and the Makefile, or
 # handed over by `environment()` to the webhook sender (secrets) and the routing policy (the
@@ -126,3 +152,130 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """GRIDGATE_* variables nothing reads — most likely typos (GRIDGATE_MQTT_PROT)."""
     known = {f"GRIDGATE_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
     return sorted(k for k in environ if k.startswith("GRIDGATE_") and k not in known)
+
+
+# -- settings errors that name the fix ------------------------------------------------------
+
+PREFIX = "GRIDGATE_"
+HIDDEN = "<hidden>"
+_SHOWN_MAX = 60  # a longer value is cut: the line must stay readable
+# Where the type and its constraints say too little to a person.
+_EXPECTED: dict[str, str] = {
+    "community": "+ (every community) or one community's code: a letter or digit, then up to"
+    " 63 of A-Z a-z 0-9 _ . : -",
+}
+_BOOL_FORMS = "true or false (also 1/0, yes/no, on/off)"
+_UNITS = (("_ms", " (milliseconds)"), ("_s", " (seconds)"))  # by the name's suffix
+
+
+class SettingsError(ConfigError):
+    """The environment holds bad settings; `problems` has one line per bad variable (and
+    so has the message, one per line)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings() -> Settings:
+    """`Settings.from_env()`, by its usual name."""
+    return Settings.from_env()
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per bad variable, in the order the settings are declared:
+    ``GRIDGATE_BATCH_SIZE='abc' is not valid: expected an integer from 1 to 100000``.
+    Secret values (passwords, keys) are never shown."""
+    fields = Settings.model_fields
+    order = {name: i for i, name in enumerate(fields)}
+    first: dict[str, dict[str, Any]] = {}
+    others: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = error.get("loc") or ()
+        name = loc[0] if loc else None
+        if isinstance(name, str) and name in fields:
+            first.setdefault(name, dict(error))
+        else:  # not one field's value: pydantic's words, which hold no input value
+            others.append(f"settings: {error.get('msg', 'invalid')}")
+    lines = []
+    for name in sorted(first, key=order.__getitem__):
+        info = fields[name]
+        value = HIDDEN if _is_secret(info) else _shown(first[name].get("input"))
+        lines.append(f"{PREFIX}{name.upper()}={value} is not valid: expected {expected_form(name)}")
+    return lines + others
+
+
+def expected_form(name: str) -> str:
+    """What field `name` accepts, in words, from its type and constraints."""
+    info = Settings.model_fields[name]
+    if name in _EXPECTED:
+        return _EXPECTED[name]
+    kinds = [t for t in _members(info.annotation) if t is not type(None)]
+    optional = len(kinds) < len(_members(info.annotation))
+    text = _form_of(kinds[0] if len(kinds) == 1 else None, info, name)
+    return f"{text}, or leave it unset" if optional else text
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _form_of(kind: Any, info: FieldInfo, name: str) -> str:
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(kind))
+    if kind is bool:
+        return _BOOL_FORMS
+    if kind in (int, float):
+        noun = "an integer" if kind is int else "a number"
+        unit = next((u for suffix, u in _UNITS if name.endswith(suffix)), "")
+        return noun + _bounds(info) + unit
+    if kind is Path:
+        return "a file path"
+    for item in info.metadata:
+        pattern = getattr(item, "pattern", None)
+        if pattern:
+            return f"text matching {pattern}"
+    return "text"
+
+
+def _bounds(info: FieldInfo) -> str:
+    low: object = None
+    high: object = None
+    low_open = high_open = False
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            low, low_open = item.gt, True
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+        elif isinstance(item, annotated_types.Lt):
+            high, high_open = item.lt, True
+    if low is not None and high is not None and not (low_open or high_open):
+        return f" from {_number(low)} to {_number(high)}"
+    parts = []
+    if low is not None:
+        parts.append(f"greater than {_number(low)}" if low_open else f"of at least {_number(low)}")
+    if high is not None:
+        parts.append(f"less than {_number(high)}" if high_open else f"of at most {_number(high)}")
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    return SecretStr in _members(info.annotation)
+
+
+def _shown(value: Any) -> str:
+    """The refused value as typed, quoted (control characters escaped), cut if long."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > _SHOWN_MAX:
+        text = text[:_SHOWN_MAX] + "…"
+    return repr(text)

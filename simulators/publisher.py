@@ -404,6 +404,8 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("GRIDGATE_MQTT_PORT", "18830")),
+        # a string default is converted only when `simulate` runs: a bad variable must not
+        # break every other command's parser
+        default=os.environ.get("GRIDGATE_MQTT_PORT", "18830"),
         help="MQTT broker port (env GRIDGATE_MQTT_PORT)",
     )

@@ -33,6 +33,8 @@ from devices.config_file import invalid, load_mapping, read_text, validation_pro
 from devices.places import PlaceLevel
 from gateway.alerts.model import Alert, Notification, Severity
 from gateway.registry import Member, Registry, Role
+from gateway.registry.coverage import Audience
+from gateway.registry.records import DELIVERABLE_CHANNEL_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,9 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}", re.ASCII)
 _WEBHOOK_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.ASCII)
 
-# What `gateway.alerts.delivery` sends on; sms and app channels need a sender first.
-DELIVERABLE_CHANNELS: frozenset[str] = frozenset({"mqtt", "webhook"})
+# What `gateway.alerts.delivery` sends on; sms and app channels need a sender first (the
+# importer refuses them: gateway.registry.records.DELIVERABLE_CHANNEL_KINDS).
+DELIVERABLE_CHANNELS: frozenset[str] = frozenset(k.value for k in DELIVERABLE_CHANNEL_KINDS)
 UnreachableReason = Literal["no_channel", "unsupported_channel", "no_member", "webhook_unset"]
 
 StrictInt = Annotated[int, Strict()]
@@ -197,6 +200,24 @@ class RoutingPolicy:
             ack_within_s=override.ack_within_s or base.ack_within_s,
             resolve_within_s=override.resolve_within_s or base.resolve_within_s,
         )
+
+    def audiences(self) -> list[Audience]:
+        """Which alerts go first to which roles, alerts with the same roles together
+        (``severity IV, battery, device_offline`` → property_duty): what a fleet import checks
+        someone holds at every place with devices."""
+        groups: dict[frozenset[Role], tuple[tuple[Role, ...], list[str], list[str]]] = {}
+        for severity in Severity:
+            roles = self.severities[severity].roles
+            groups.setdefault(frozenset(roles), (roles, [], []))[1].append(severity.name)
+        for kind, override in self.kinds.items():
+            if override.roles is not None:
+                roles = override.roles
+                groups.setdefault(frozenset(roles), (roles, [], []))[2].append(kind)
+        out = []
+        for roles, severities, kinds in groups.values():
+            names = [f"severity {', '.join(severities)}"] if severities else []
+            out.append(Audience(", ".join(names + kinds), roles))
+        return out
 
     def targets(self, severity: Severity, kind: str, level: int = 0) -> list[Targets]:
         """What to notify at escalation `level` (0: first responders), most senior first."""

@@ -88,6 +88,25 @@ def _rejection_text(reason: str, detail: str) -> str:
     return f"rejected: {reason}: {detail}"
 
 
+def received_at_ns(text: str) -> int:
+    """``--received-at``: epoch milliseconds, or ISO 8601 where no offset means UTC+8 (as in
+    the gateway's own payloads)."""
+    from datetime import datetime, timedelta, timezone
+
+    text = text.strip()
+    if text.isdigit():
+        return int(text) * 1_000_000
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--received-at {text!r}: use ISO 8601 (2026-12-04T14:30:00+08:00) or epoch ms"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone(timedelta(hours=8)))
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
 def decode_command(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -112,7 +131,11 @@ def decode_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         payload = sys.stdin.buffer.read()
     try:
-        now = time.time_ns()
+        now = time.time_ns() if args.received_at is None else received_at_ns(args.received_at)
+    except ValueError as exc:
+        print(f"decode: {exc}", file=sys.stderr)
+        return 2
+    try:
         decoded = adapter.decode(args.topic, payload)
         device_clock = [r.time_ns != RECEIVE_TIME for r in decoded]
         readings = [

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--topic", default="")
     decode.add_argument("--payload", help="payload text (else --hex, else stdin)")
     decode.add_argument("--hex", help="payload as hex text, spaces allowed")
+    decode.add_argument(
+        "--received-at",
+        metavar="TIME",
+        help="decode as if received then (a captured payload): ISO 8601 (no offset = UTC+8) "
+        "or epoch ms; the time checks (GRIDGATE_MAX_PAST_S/MAX_FUTURE_S) are relative to it",
+    )
     return parser
 
 
@@ -87,9 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sim_cli.run(args)
     try:
-        settings = Settings()
-    except Exception as exc:  # pydantic's message names the bad variable
-        print(f"gridgate: bad settings: {exc}", file=sys.stderr)
+        settings = Settings.from_env()
+    except ConfigError as exc:  # SettingsError: a line per bad variable, what it expects
+        for line in str(exc).splitlines():
+            print(f"gridgate: {line}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
     for name in unknown_variables(environment()):
@@ -106,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.registry_url,
                 keyring=lambda: load_keyring(settings),  # only files with residents need it
                 audit_path=settings.audit_path,
+                routing_policy=settings.routing_policy,
             )
         if args.command == "audit":
             from gateway.audit import cli as audit_cli

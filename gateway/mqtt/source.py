@@ -7,6 +7,12 @@ persistent session, QoS 1, `manual_ack=True`, and paho's own network loop in its
 whose per-message properties object costs; `loop()` reads one packet per select. The number of
 unacknowledged messages is bounded by the broker's in-flight window, which is what bounds the
 memory here: the broker stops sending until we ack.
+
+A broker that cannot be reached, refuses the connection or drops it is an ERROR naming the
+broker, the settings that point at it and the reason (`_Outage` keeps it to the first failure,
+a changed reason and one line every `REPORT_EVERY_S` after that); paho keeps retrying with
+backoff, and the reconnection is logged too: the outside world being down is retried, never
+silent.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +35,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from gateway.mqtt import paho_fast
 
 log = logging.getLogger(__name__)
+
+RETRY_MIN_S, RETRY_MAX_S = 1, 30  # paho's reconnect backoff: doubling between these
+REPORT_EVERY_S = 30.0  # an outage that goes on is logged again this often
+BACKOFF = f"with backoff ({RETRY_MIN_S} s doubling to {RETRY_MAX_S} s)"
+# CONNACK reason codes (paho maps MQTT 3.1.1's return codes to MQTT 5's) → the setting to check
+_BAD_CREDENTIALS = {134, 135}  # bad user name or password; not authorized
+_BAD_CLIENT_ID = 133
+_UNSPECIFIED = 128  # the reason paho gives for a connection that dropped
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,8 +89,16 @@ class PahoSource:
         password: str | None = None,
         keepalive_s: int = 30,
         bulk: bool = True,
+        settings_prefix: str = "GRIDGATE_MQTT_",
     ) -> None:
+        """`settings_prefix` names the variables that set host, port, credentials and client
+        id, so that a connection problem says which setting to look at."""
         self._host, self._port, self._keepalive = host, port, keepalive_s
+        self._prefix = settings_prefix
+        self._credentials = (bool(username), bool(username) and password is not None)
+        self._outage = _Outage()
+        self._up = False  # connected and accepted, as far as the callbacks know
+        self._ever_up = False
         self._subscriptions = list(subscriptions)
         self._buffer: collections.deque[Message] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,8 +121,9 @@ class PahoSource:
         )
         if username:
             client.username_pw_set(username, password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=RETRY_MIN_S, max_delay=RETRY_MAX_S)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -135,21 +160,68 @@ class PahoSource:
 
     # -- paho callbacks (network thread) --------------------------------------------------
 
+    @property
+    def _broker(self) -> str:
+        """Where, and which settings say so: what an operator needs to fix an address."""
+        settings = f"{self._prefix}HOST/{self._prefix}PORT"
+        return f"the MQTT broker at {self._host}:{self._port} ({settings})"
+
     def _on_connect(
         self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.error("MQTT connect to %s:%s refused: %s", self._host, self._port, reason)
+            why = str(reason).lower()
+            self._trouble(f"{self._broker} refused the connection: {why}{self._hint(reason)}")
             return
         self._generation += 1
         client.subscribe([(topic, 1) for topic in self._subscriptions])
+        again, self._up, self._ever_up = self._ever_up, True, True
         self._connected.set()
-        log.info(
-            "MQTT connected to %s:%s (session present: %s)",
-            self._host,
-            self._port,
-            flags.session_present,
-        )
+        ended = self._outage.end()
+        where = f"{self._host}:{self._port}"
+        if ended is None:
+            log.info("MQTT connected to the broker at %s (session present: %s)", where,
+                     flags.session_present)  # fmt: skip
+        else:
+            down_s, attempts = ended
+            log.warning(
+                "MQTT connected to the broker at %s%s after %.0f s (%d failed attempts;"
+                " session present: %s)", where, " again" if again else "", down_s, attempts,
+                flags.session_present,
+            )  # fmt: skip
+
+    def _hint(self, reason: Any) -> str:
+        """Which setting a refusal points at; whether credentials are set, never their value."""
+        code = getattr(reason, "value", None)
+        if code in _BAD_CREDENTIALS:
+            user, password = (("set" if given else "not set") for given in self._credentials)
+            return (
+                f"; check {self._prefix}USERNAME/{self._prefix}PASSWORD (username {user},"
+                f" password {password})"
+            )
+        if code == _BAD_CLIENT_ID:
+            return f"; check {self._prefix}CLIENT_ID"
+        return ""
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        # paho calls this from inside its `except OSError`, so the error is the one handled
+        why = _connect_error(sys.exception())
+        self._trouble(f"cannot reach {self._broker}: {why}")
+
+    def _trouble(self, what: str) -> None:
+        """A failed attempt: logged the first time, when the reason changes, and every
+        REPORT_EVERY_S while it goes on; paho retries in any case."""
+        if self._stopping:
+            return
+        report = self._outage.failed(what)
+        if report is None:
+            return
+        attempts, down_s = report
+        if attempts == 1:
+            log.error("%s; retrying %s", what, BACKOFF)
+        else:
+            log.error("%s; still retrying every %d s at most (%d attempts in %.0f s)", what,
+                      RETRY_MAX_S, attempts, down_s)  # fmt: skip
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _props: Any
@@ -165,8 +237,12 @@ class PahoSource:
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
-        if not self._stopping:
-            log.warning("MQTT disconnected (%s); paho reconnects with backoff", reason)
+        was_up, self._up = self._up, False
+        if self._stopping or not was_up:  # a refused or failed attempt is reported already
+            return
+        self._outage.begin()
+        why = "connection lost" if getattr(reason, "value", None) == _UNSPECIFIED else str(reason)
+        log.error("MQTT disconnected from %s: %s; reconnecting %s", self._broker, why, BACKOFF)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self._buffer.append(
@@ -215,6 +291,52 @@ class PahoSource:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+
+class _Outage:
+    """How long the broker has been away and when that was last said (paho's thread only)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.attempts = 0
+        self.reported_at = 0.0
+        self.reason = ""
+
+    def begin(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def failed(self, reason: str) -> tuple[int, float] | None:
+        """Count a failed attempt; (attempts, seconds down) if it is time to say so."""
+        now = time.monotonic()
+        self.begin()
+        self.attempts += 1
+        changed, self.reason = reason != self.reason, reason
+        if not changed and now - self.reported_at < REPORT_EVERY_S:
+            return None
+        self.reported_at = now
+        return self.attempts, now - (self.since or now)
+
+    def end(self) -> tuple[float, int] | None:
+        """Connected: (seconds down, failed attempts) if there was an outage."""
+        if self.since is None:
+            return None
+        ended = (time.monotonic() - self.since, self.attempts)
+        self.since, self.attempts, self.reason = None, 0, ""
+        return ended
+
+
+def _connect_error(exc: BaseException | None) -> str:
+    """A failed connect in a few words (the OS's own words for the rarer ones)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror or exc})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) if exc is not None else "connection failed"
 
 
 async def broker_reachable(host: str, port: int, *, timeout_s: float = 2.0) -> bool:

@@ -5,6 +5,10 @@ A file with residents needs the pseudonym key ring (their ID numbers become pseu
 ``rekey`` adds pseudonyms under a key newly put into the ring (after a rotation). Consent and
 vault changes go to the audit log when `run` is given its path.
 
+After a good import (or dry run), places with devices where an alert would reach no member
+are printed to stderr as ``FILE: warning: …``, checked against the routing policy
+(``GRIDGATE_ROUTING_POLICY`` or the shipped one): who is told first of each severity.
+
 Exit status: 0 done; 1 the file was refused (every problem is printed to stderr as
 ``FILE:LINE: reason``) or the device is unknown; 2 the file or the registry cannot be used.
 Output names members by id, role and name only: contact targets (phone numbers, webhook URLs
@@ -28,7 +32,9 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from devices.errors import ConfigError
+from gateway.alerts.routing import load_routing_policy
 from gateway.audit.store import AuditLogError, AuditStore
+from gateway.registry.coverage import Audience
 from gateway.registry.identifiers import (
     shown_id,
     shown_place_name,
@@ -72,9 +78,11 @@ def run(
     *,
     keyring: KeyRing | Callable[[], KeyRing] | None = None,
     audit_path: Path | None = None,
+    routing_policy: Path | None = None,
 ) -> int:
     """`keyring` (or a loader such as `KeyRing.load`, called only by import and rekey) for
-    files with residents; `audit_path` to audit consent and vault changes."""
+    files with residents; `audit_path` to audit consent and vault changes; `routing_policy`
+    (default: GRIDGATE_ROUTING_POLICY, else the shipped one) for the import's warnings."""
     ring: KeyRing | None = None
     ring_error = f"no key ring configured ({ENV_VAR} or {FILE_ENV_VAR})"
     if args.registry_command in ("import", "rekey"):
@@ -99,7 +107,11 @@ def run(
     try:
         if args.registry_command in ("import", "rekey"):
             rekey = args.registry_command == "rekey"
-            return _import(registry, args.file, args.dry_run, ring, ring_error, rekey=rekey)
+            audiences = [] if rekey else _audiences(routing_policy)
+            return _import(
+                registry, args.file, args.dry_run, ring, ring_error, rekey=rekey,
+                audiences=audiences,
+            )  # fmt: skip
         return _show(registry, args.device_id)
     except SQLAlchemyError as exc:
         print(f"gridgate registry: database error: {exc}", file=sys.stderr)
@@ -118,15 +130,19 @@ def _import(
     ring_error: str,
     *,
     rekey: bool,
+    audiences: list[Audience],
 ) -> int:
+    warnings: list[str] = []
     try:
         if rekey:
             assert keyring is not None
             summary = rekey_file(registry, path, keyring, dry_run=dry_run).summary()
             notices = []
         else:
-            report = import_file(registry, path, dry_run=dry_run, keyring=keyring)
-            summary, notices = report.summary(), report.notices
+            report = import_file(
+                registry, path, dry_run=dry_run, keyring=keyring, audiences=audiences
+            )
+            summary, notices, warnings = report.summary(), report.notices, report.warnings
     except FleetFileError as exc:
         for problem in exc.problems:
             print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
@@ -139,8 +155,24 @@ def _import(
         return 2
     for notice in notices:
         print(f"{path}:{notice.line}: note: {notice.message}", file=sys.stderr)
+    for warning in warnings:  # imported all the same: the firm may add the members next
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     print(summary)
     return 0
+
+
+def _audiences(path: Path | None) -> list[Audience]:
+    """Who the routing policy tells first of which alerts; a policy that does not load is
+    said, and then only places where nobody at all is responsible are warned about."""
+    if path is None:
+        configured = environment().get("GRIDGATE_ROUTING_POLICY")
+        path = Path(configured) if configured else None
+    try:
+        return load_routing_policy(path).audiences()
+    except ConfigError as exc:
+        print(f"gridgate registry: note: the routing policy does not load, so only places"
+              f" nobody at all is responsible for are checked: {exc}", file=sys.stderr)  # fmt: skip
+        return []
 
 
 def _show(registry: Registry, device_id: str | None) -> int:

@@ -12,6 +12,11 @@ withdrawal the resident made directly (`Registry.set_face_consent`,
 `Registry.set_resident_face_consent`) unless the file's ``face_consent_at`` is later; such rows
 are kept withdrawn and reported as notices.
 
+After the checks, places with devices where an alert would reach no member (nobody
+responsible, or nobody holding the roles the routing policy tells first) are reported as
+`ImportReport.warnings` (`gateway.registry.coverage`): the import goes ahead, the firm learns
+that a building's gas alarm would wake nobody before it goes off.
+
 Residents (``residents:`` or a residents CSV) carry ID numbers, which are never stored: for
 every key of the `KeyRing` the importer stores the number's pseudonym in the vault
 (`PseudonymRow`). A new key in the ring (a rotation) adds rows on the next import or
@@ -45,6 +50,7 @@ from gateway.registry._models import (
     PseudonymRow,
     ResidentRow,
 )
+from gateway.registry.coverage import Audience, uncovered_places
 from gateway.registry.fleet import (
     DeviceEntry,
     FileKind,
@@ -100,6 +106,8 @@ class ImportReport:
     residents: Tally = field(default_factory=Tally)
     vault: VaultChange | None = None
     notices: list[Problem] = field(default_factory=list)
+    # places with devices where an alert would reach no member (at most MAX_WARNINGS + 1)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     audited: bool = False  # consent and vault changes went to the audit log
 
@@ -158,10 +166,14 @@ def import_file(
     now_ns: int | None = None,
     keyring: KeyRing | None = None,
     actor: str = "fleet-import",
+    audiences: Sequence[Audience] = (),
 ) -> ImportReport:
     """Validate `path` against itself and the registry, then upsert it in one transaction.
 
     `keyring` is needed when the file lists residents (their ID numbers become pseudonyms).
+    `audiences` (from the routing policy: which alerts go first to which roles) add to the
+    warnings the places where nobody holds those roles; without, only places where nobody at
+    all is responsible are warned about.
     Raises FleetFileError (every problem, nothing written) or OSError if it cannot be read.
     """
     started = time.perf_counter()
@@ -179,6 +191,10 @@ def import_file(
         report.households = _write_households(s, fleet.households, resolved, now, report)
         report.devices = _write_devices(s, fleet.devices, resolved)
         report.members = _write_members(s, fleet.members, resolved, fleet.communities)
+        communities = fleet.communities | {
+            key.split(KEY_SEP, 1)[0] for key in resolved.device_place.values()
+        }
+        report.warnings = uncovered_places(s, communities, audiences)
         if fleet.residents and keyring is not None:
             report.residents, consent = _write_residents(s, fleet.residents, now, report)
             report.vault = _write_vault(s, wanted, keyring.kids, prune=True)

@@ -61,6 +61,12 @@ class ChannelKind(StrEnum):
     APP = "app"
 
 
+# The kinds alert delivery (gateway.alerts.delivery) sends on. sms and app are kept as kinds
+# (a registry from before may hold them; the router reports such members unreachable) but have
+# no sender: the importer refuses them, since a channel that never delivers is an alert lost.
+DELIVERABLE_CHANNEL_KINDS: tuple[ChannelKind, ...] = (ChannelKind.MQTT, ChannelKind.WEBHOOK)
+
+
 class AccessRole(StrEnum):
     """Privacy roles of gridgate users, apart from grid members' alerting roles."""
 

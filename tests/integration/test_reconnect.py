@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,54 +14,13 @@ import pytest
 from adapters import gridgate_json
 from gateway.storage.influx_v1 import InfluxV1Client
 from simulators.mqtt_tools import publish_all
+from tests.support.broker import PrivateBroker
 from tests.support.gateway_util import running_gateway, settings_for
 from tests.support.polling import wait_for
 from tests.support.readings import expected_points, family_readings, stored_points
 from tests.support.services import Services
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateBroker:
-    """A throwaway Mosquitto on a free loopback port with its own persistence directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.root = root
-        (root / "data").mkdir(parents=True, exist_ok=True)
-        user = "root" if os.geteuid() == 0 else ""
-        (root / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
-            f"max_queued_messages 1000000\nautosave_interval 1\n"
-            + (f"user {user}\n" if user else "")
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([binary, "-c", str(self.root / "mosquitto.conf")])
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # Mosquitto saves its persistence file on SIGTERM
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture
@@ -103,6 +58,12 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
         connects = len(logged("MQTT connected"))
         broker.stop()
         await wait_for(lambda: bool(logged("MQTT disconnected")), 30, "the gateway to notice")
+        # said as an error naming the broker and its settings, not a quiet warning
+        [lost] = [r for r in caplog.records if "MQTT disconnected" in r.getMessage()]
+        assert lost.levelname == "ERROR", lost.getMessage()
+        assert f"127.0.0.1:{broker.port} (GRIDGATE_MQTT_HOST/GRIDGATE_MQTT_PORT)" in (
+            lost.getMessage()
+        )
         broker.start()
         # published while the gateway is still away: they wait in its persistent session
         await asyncio.to_thread(
@@ -110,6 +71,7 @@ async def test_gateway_reconnects_after_broker_restart_and_loses_nothing(
         )
         await wait_for(lambda: len(logged("MQTT connected")) > connects, 60, "the reconnect")
         assert "session present: True" in logged("MQTT connected")[-1]  # the session survived
+        assert " again after " in logged("MQTT connected")[-1]  # the end of the outage is said
         await wait_for(lambda: metrics.written >= 8 * n, 60, "second half written after reconnect")
     async with InfluxV1Client(services.influx_url, influx_db) as influx:
         stored = await stored_points(influx)

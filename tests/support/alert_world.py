@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from devices.location import Location
 from devices.places import PlaceLevel, place_at
@@ -58,7 +58,7 @@ members:
   - {id: m-uh-b03u2, name: 李建国, role: unit_head, scope: [{building: b03, unit: u2}], channels: ["mqtt:gridgate/alerts/member/m-uh-b03u2"]}
   - {id: m-uh-b03u1, name: 王芳, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["mqtt:gridgate/alerts/member/m-uh-b03u1"]}
   - {id: m-uh-b05u2, name: 赵敏, role: unit_head, scope: [{building: b05, unit: u2}], channels: ["mqtt:gridgate/alerts/member/m-uh-b05u2"]}
-  - {id: m-uh-b05u1, name: 孙丽, role: unit_head, scope: [{building: b05, unit: u1}], channels: ["sms:13912345678"]}
+  - {id: m-uh-b05u1, name: 孙丽, role: unit_head, scope: [{building: b05, unit: u1}], channels: ["mqtt:sms-only"]}
   - {id: m-bh-b03, name: 张伟, role: building_head, scope: [{building: b03}], channels: ["mqtt:gridgate/alerts/member/m-bh-b03"]}
   - {id: m-bh-b05, name: 刘洋, role: building_head, scope: [{building: b05}], channels: ["mqtt:gridgate/alerts/member/m-bh-b05"]}
   - id: m-gw-g01
@@ -130,6 +130,14 @@ def make_registry(tmp_path: Path) -> Registry:
     path.write_text(FLEET_YAML, encoding="utf-8")
     registry = Registry.open(registry_url(tmp_path))
     import_file(registry, path, now_ns=T0)
+    # b05 u1's unit head has only an SMS number, which delivery cannot send on: the importer
+    # refuses such a channel now, but a registry from before may hold one, and the router
+    # must report that member as unreachable.
+    with registry.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE member_channels SET kind = 'sms', target = :phone WHERE member_id = :m"),
+            {"phone": "13912345678", "m": "m-uh-b05u1"},
+        )
     return registry
 
 

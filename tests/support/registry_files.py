@@ -49,8 +49,8 @@ devices:
   - {id: wm-b05, family: meter, adapter: cjt188, vendor: aqua, building: b05, unit: u1, room: "0101", household: h-b05-u1-0101, power: battery, installed: 2023/11/5}
 members:
   - {id: m-uh-b03u2, name: 李建国, role: unit_head, scope: [{building: b03, unit: u2}], channels: [{kind: mqtt, target: gridgate/alerts/member/m-uh-b03u2}]}
-  - {id: m-uh-b03u1, name: 王芳, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["sms:13912345678"]}
-  - {id: m-uh-b01u1, name: 赵敏, role: unit_head, scope: [{building: b01, unit: u1}], channels: ["app:user-771"]}
+  - {id: m-uh-b03u1, name: 王芳, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["mqtt:gridgate/alerts/member/m-uh-b03u1"]}
+  - {id: m-uh-b01u1, name: 赵敏, role: unit_head, scope: [{building: b01, unit: u1}], channels: ["webhook:https://app.example/push/user-771"]}
   - {id: m-bh-b03, name: 张伟, role: building_head, scope: [{building: b03}], channels: ["mqtt:gridgate/alerts/member/m-bh-b03"]}
   - {id: m-bh-b01, name: 刘洋, role: building_head, scope: [{building: b01}], channels: ["mqtt:gridgate/alerts/member/m-bh-b01"]}
   - id: m-gw-g01
@@ -99,10 +99,10 @@ devices:
   - {id: d/2, family: meter, adapter: dlt645, vendor: acme, building: b03, unit: u1, room: "0101", power: mains}
   - {id: d-3, family: meter, adapter: dlt645, vendor: acme, building: b09, power: mains}
   - {id: d-3, family: meter, adapter: dlt645, vendor: acme, building: b03, power: mains}
-  - {id: d-4, family: elder, adapter: x, vendor: acme, building: b03, unit: u1, room: "0101", household: h-nowhere, power: battery}
-  - {id: d-5, family: meter, adapter: x, vendor: acme, building: b04, power: mains, installed: 2024-02-30}
-  - {id: d-6, family: elder, adapter: x, vendor: acme, building: b03, power: battery}
-  - {id: d-7, family: meter, adapter: x, vendor: acme, building: b01, unit: u1, room: "0102", household: h-ok, power: mains}
+  - {id: d-4, family: elder, adapter: gridgate_json, vendor: acme, building: b03, unit: u1, room: "0101", household: h-nowhere, power: battery}
+  - {id: d-5, family: meter, adapter: gridgate_jsn, vendor: acme, building: b04, power: mains, installed: 2024-02-30}
+  - {id: d-6, family: elder, adapter: gridgate_json, vendor: acme, building: b03, power: battery}
+  - {id: d-7, family: meter, adapter: cjt188, vendor: acme, building: b01, unit: u1, room: "0102", household: h-ok, power: mains}
   - {id: d-8, family: meter, adapter: x, vendor: acme, building: b03, power: solar, colour: red}
 members:
   - {id: m-1, name: 甲, role: janitor, scope: [{building: b03}], channels: ["mqtt:a/+"]}

@@ -53,7 +53,7 @@ devices:
   - {id: "12345678901234", family: meter, adapter: cjt188, vendor: acme, building: b03, unit: u1, room: "0101", power: battery}
   - {id: "860001100000001", family: safety, adapter: vendor_gas, vendor: anxin-gas, building: b03, unit: u1, room: "0101", power: mains}
 members:
-  - {id: m-uh-b03u1, name: 李建国, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["sms:+8613900000000"]}
+  - {id: m-uh-b03u1, name: 李建国, role: unit_head, scope: [{building: b03, unit: u1}], channels: ["mqtt:gridgate/alerts/member/m-uh-b03u1"]}
 residents:
   - {id: r-b03-u1-0101-1, household: h-b03-u1-0101, id_number: "110108200809053747"}
 """

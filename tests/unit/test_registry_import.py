@@ -7,12 +7,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from adapters.registry import REGISTERED_ADAPTERS
 from devices.families import Family
 from devices.location import Location
+from gateway.alerts.routing import load_routing_policy
 from gateway.registry import FleetFileError, Registry, Role, import_file
+from gateway.registry.coverage import MAX_WARNINGS, Audience
 from gateway.registry.records import RegistryCounts
 from privacy.keys import KeyRing
+from simulators.community import build_community
 from tests.support.registry_files import BAD_YAML, SMALL_YAML, open_registry, small_registry, write
 
 DEVICES_CSV = """\
@@ -24,7 +29,7 @@ gate-b05,access,gridgate_json,acme,xf,g02,b05,,,,mains,2022-01-09
 
 MEMBERS_CSV = """\
 member_id,name,role,community,grid,building,unit,channels
-m-uh-b05u1,孙丽,unit_head,xf,g02,b05,u1,mqtt:gridgate/alerts/member/m-uh-b05u1;sms:+8613800000000
+m-uh-b05u1,孙丽,unit_head,xf,g02,b05,u1,mqtt:gridgate/alerts/member/m-uh-b05u1;webhook:https://app.example/push/m-uh-b05u1
 m-prop2,物业二,property_duty,xf,g01,b01,,mqtt:gridgate/alerts/property/b01
 m-prop2,物业二,property_duty,xf,g02,b05,,webhook:http://127.0.0.1:9000/hook
 """
@@ -94,7 +99,7 @@ def test_csv_devices_and_members_after_the_community_yaml(
     assert prop2.scopes == (Location("xf", "g01", "b01"), Location("xf", "g02", "b05"))
     assert [c.kind.value for c in prop2.channels] == ["mqtt", "webhook"]
     uh = registry.member("m-uh-b05u1")
-    assert uh is not None and [c.target for c in uh.channels][1] == "+8613800000000"
+    assert uh is not None and [c.target for c in uh.channels][1].endswith("/push/m-uh-b05u1")
     assert totals(registry.counts()) == (16, 4, 10, 14)
 
 
@@ -130,14 +135,14 @@ def test_reimport_is_idempotent_and_updates_what_changed(
     changed = (
         SMALL_YAML.replace("name: 3号楼", "name: 三号楼")
         .replace("vendor: aqua", "vendor: aqua2")
-        .replace('["sms:13912345678"]', '["sms:13912345679"]')
+        .replace('["mqtt:gridgate/alerts/member/m-uh-b03u1"]', '["mqtt:gridgate/alerts/uh/b03u1"]')
     )
     report = import_file(registry, write(tmp_path, "small.yaml", changed))
     assert (report.places.updated, report.devices.updated, report.members.updated) == (1, 1, 1)
     water = registry.device("wm-b05")
     assert water is not None and water.vendor == "aqua2"
     member = registry.member("m-uh-b03u1")
-    assert member is not None and member.channels[0].target == "13912345679"
+    assert member is not None and member.channels[0].target == "gridgate/alerts/uh/b03u1"
     # Liveness is the gateway's, not the file's: a re-import leaves it alone.
     live = registry.liveness("em-123456789012")
     assert live is not None and (live.online, live.last_seen_ns) == (True, 5_000)
@@ -178,17 +183,24 @@ BAD_YAML_PROBLEMS = [
     (34, "household h-nowhere not found"),
     (35, "bad date in installed"),
     (35, "unknown building b04"),  # a row refused for one reason still has its references checked
+    (
+        35,
+        "device d-5: unknown adapter (did you mean gridgate_json? adapters: gridgate_json, dlt645,",
+    ),
     (36, "an elder device needs the household it serves"),
     (37, "placed at xf/g01/b01/u1/0102 but household h-ok is in xf/g01/b03/u1/0101"),
     (38, "unknown key 'colour'"),
     (38, "unknown power (expected one of mains, battery)"),
+    (38, "device d-8: unknown adapter (adapters: gridgate_json, dlt645, cjt188, vendor_access,"),
     (40, "unknown role (expected one of"),
     (40, "channel 1: mqtt target must be a topic to publish to"),
     (41, "a unit_head is responsible for a unit, not a building"),
-    (42, "channel 1: unknown channel kind (expected"),
+    (42, "channel 1: unknown channel kind (expected mqtt or webhook)"),
     (42, "channel 2: webhook target is not an http(s) URL"),
+    # sms and app channels import but nothing sends on them: refused, naming what delivers
+    (42, "channel 3: sms channels cannot be delivered: gridgate sends alerts on mqtt or webhook"),
     (45, "key 'name' appears twice"),
-    (43, "channel 1: sms target is not a phone number"),
+    (43, "channel 1: sms channels cannot be delivered"),
 ]
 
 
@@ -209,7 +221,8 @@ def test_bad_yaml_changes_nothing_and_lists_every_bad_row_with_its_line(
     assert totals(registry.counts()) == before
     assert registry.household("h-ok") is None and registry.member("m-3") is None
     # Problems never echo contact targets, nor refused values.
-    for value in ("13912345678", "s3cret", "h bad", "d/2", "metre", "solar", "janitor", "fax"):
+    for value in ("13912345678", "s3cret", "h bad", "d/2", "metre", "solar", "janitor", "fax",
+                  "gridgate_jsn", "not-a-phone"):  # fmt: skip
         assert not any(value in p.message for p in problems), value
 
 
@@ -309,6 +322,247 @@ def test_yaml_syntax_error_reports_its_line(registry: Registry, tmp_path: Path) 
     assert problem.line >= 2 and "not valid YAML" in problem.message
 
 
+# -- what can never work is refused like any bad row ---------------------------------------
+
+
+def test_an_adapter_name_nobody_registered_is_refused_with_the_closest_name(
+    registry: Registry, tmp_path: Path
+) -> None:
+    before = totals(registry.counts())
+    typo = SMALL_YAML.replace("adapter: cjt188", "adapter: cjt-188").replace(
+        "id: sd-1201, family: safety, adapter: gridgate_json",
+        "id: sd-1201, family: safety, adapter: Gridgate_JSON",
+    )
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "typo.yaml", typo))
+    listed = ", ".join(REGISTERED_ADAPTERS)
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (32, f"device sd-1201: unknown adapter (did you mean gridgate_json? adapters: {listed})"),
+        (37, f"device wm-b05: unknown adapter (did you mean cjt188? adapters: {listed})"),
+    ]
+    assert totals(registry.counts()) == before  # nothing imported
+    csv = DEVICES_CSV.replace("sd-b01-0101,safety,gridgate_json", "sd-b01-0101,safety,zigbee")
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "devices.csv", csv))
+    [problem] = caught.value.problems
+    assert (problem.line, problem.message) == (
+        2,
+        f"device sd-b01-0101: unknown adapter (adapters: {listed})",  # nothing close to suggest
+    )
+    assert "zigbee" not in problem.message
+
+
+@pytest.mark.parametrize(
+    ("channel", "reason"),
+    [
+        (
+            '"sms:13912345678"',
+            "sms channels cannot be delivered: gridgate sends alerts on mqtt or webhook channels only",
+        ),
+        (
+            "{kind: app, target: user-771}",
+            "app channels cannot be delivered: gridgate sends alerts on mqtt or webhook channels only",
+        ),
+        ('"pager:12345"', "unknown channel kind (expected mqtt or webhook)"),
+        (
+            '"webhook:https://hooks.example:99999/x?token=s3cret"',
+            "webhook target is not an http(s) URL",
+        ),
+        ('"webhook:mailto:duty@example.com"', "webhook target is not an http(s) URL"),
+        (
+            '"mqtt:gridgate/alerts/#"',
+            "mqtt target must be a topic to publish to: no wildcards, no leading $",
+        ),
+    ],
+)
+def test_a_channel_nothing_delivers_on_is_refused_naming_what_does(
+    registry: Registry, tmp_path: Path, channel: str, reason: str
+) -> None:
+    text = SMALL_YAML.replace(
+        'channels: ["mqtt:gridgate/alerts/member/m-uh-b03u1"]', f"channels: [{channel}]"
+    )
+    assert text != SMALL_YAML
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "channels.yaml", text), dry_run=True)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.message) == (40, f"member m-uh-b03u1: channel 1: {reason}")
+    for target in ("13912345678", "user-771", "s3cret", "duty@example.com"):
+        assert target not in problem.message  # contact targets are never echoed
+
+
+def test_a_members_csv_with_an_sms_channel_is_refused(registry: Registry, tmp_path: Path) -> None:
+    text = MEMBERS_CSV.replace(
+        ";webhook:https://app.example/push/m-uh-b05u1", ";sms:+8613800000000"
+    )
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "members.csv", text))
+    [problem] = caught.value.problems
+    assert problem.line == 2 and "channel 2: sms channels cannot be delivered" in problem.message
+    assert registry.member("m-prop2") is None  # the good rows are not imported either
+
+
+# -- places where an alert would reach nobody -----------------------------------------------
+
+AUDIENCES = load_routing_policy().audiences()  # the shipped policy: who is told first of what
+WITHOUT_MEMBERS = SMALL_YAML.split("members:")[0]
+PROPERTY_DUTY_ROW = '  - {id: m-prop, name: 物业值班, role: property_duty, scope: [{community: xf}], channels: ["mqtt:gridgate/alerts/property/xf"]}\n'
+
+
+def test_the_shipped_policy_gives_who_is_told_first_of_what() -> None:
+    assert [
+        Audience(
+            "severity I, II",
+            (Role.UNIT_HEAD, Role.BUILDING_HEAD, Role.GRID_WORKER, Role.PROPERTY_DUTY),
+        ),
+        Audience("severity III", (Role.GRID_WORKER, Role.PROPERTY_DUTY)),
+        Audience("severity IV, battery, low_battery, device_offline", (Role.PROPERTY_DUTY,)),
+        Audience("delivery_failed, alert_refused", (Role.DUTY_DESK,)),
+    ] == AUDIENCES
+
+
+def test_a_community_with_devices_and_no_members_is_one_warning(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    path = write(tmp_path, "small.yaml", WITHOUT_MEMBERS)
+    nobody = (
+        "xf 幸福小区 (7 device(s) in 5 places): nobody is responsible there (no active member"
+        " with an mqtt or webhook channel), so no alert there reaches a member"
+    )
+    dry = import_file(registry, path, dry_run=True, audiences=AUDIENCES)
+    assert dry.warnings == [nobody]  # said before anything is written …
+    assert import_file(registry, path).warnings == [nobody]  # … and without a policy too
+    assert registry.device("sd-1201") is not None  # a warning, not a refusal
+
+
+def test_the_full_small_community_has_nobody_missing(registry: Registry, tmp_path: Path) -> None:
+    report = import_file(registry, tmp_path / "small.yaml", audiences=AUDIENCES)
+    assert report.warnings == []
+
+
+def test_a_role_nobody_holds_is_said_once_for_the_whole_community(tmp_path: Path) -> None:
+    registry = open_registry(tmp_path)
+    text = SMALL_YAML.replace(PROPERTY_DUTY_ROW, "")
+    assert text != SMALL_YAML
+    report = import_file(registry, write(tmp_path, "small.yaml", text), audiences=AUDIENCES)
+    assert report.warnings == [
+        # the community gate: no unit, building or grid below it to fall back on
+        "xf 幸福小区 (1 device(s) at the community itself): no unit_head, building_head,"
+        " grid_worker or property_duty for severity I, II alerts; no grid_worker or"
+        " property_duty for severity III alerts",
+        "xf 幸福小区 (7 device(s) in 5 places): no property_duty for severity IV, battery,"
+        " low_battery, device_offline alerts",
+    ]
+
+
+def test_a_grid_with_devices_and_nobody_responsible_is_named(tmp_path: Path) -> None:
+    """Grid g02 (building b05's water meter, the grid's gate) had only its grid worker and the
+    chief; both are taken out, and so are the community-wide staff."""
+    registry = open_registry(tmp_path)
+    kept = [
+        line
+        for line in SMALL_YAML.splitlines(keepends=True)
+        if not any(m in line for m in ("m-gw-g02", "m-gc,", "m-desk", "m-street", "m-prop"))
+    ]
+    report = import_file(
+        registry, write(tmp_path, "small.yaml", "".join(kept)), audiences=AUDIENCES
+    )
+    assert report.warnings == [
+        # the community gate: nobody at the community level is left
+        "xf 幸福小区 (1 device(s) at the community itself): nobody is responsible there (no"
+        " active member with an mqtt or webhook channel), so no alert there reaches a member",
+        # g01 still has unit heads, building heads, a grid worker: only what is missing
+        # everywhere is said, once, for the community
+        "xf 幸福小区 (7 device(s) in 5 places): no property_duty for severity IV, battery,"
+        " low_battery, device_offline alerts; no duty_desk for delivery_failed, alert_refused"
+        " alerts",
+        "xf/g02 第二网格 (2 device(s) in 2 places): nobody is responsible there (no active"
+        " member with an mqtt or webhook channel), so no alert there reaches a member",
+    ]
+    for name in ("李建国", "王芳", "gridgate/alerts", "s3cret"):  # places only, no people
+        assert not any(name in w for w in report.warnings), name
+
+
+def test_a_building_with_devices_and_nobody_responsible_is_named(tmp_path: Path) -> None:
+    """Nobody is responsible for b03 (no heads, no grid worker, no community staff); b01 next
+    door has its building head, so the warning is about b03, not the grid."""
+    text = WITHOUT_MEMBERS.replace(
+        "devices:\n",
+        "devices:\n  - {id: sd-b01, family: safety, adapter: gridgate_json, vendor: acme,"
+        ' building: b01, unit: u1, room: "0101", power: battery}\n',
+    )
+    text += (
+        "members:\n"
+        '  - {id: m-bh-b01, name: 刘洋, role: building_head, scope: [{building: b01}], channels: ["mqtt:a/b01"]}\n'
+        '  - {id: m-gw-g02, name: 杨帆, role: grid_worker, scope: [{grid: g02}], channels: ["mqtt:a/g02"]}\n'
+        "  - {id: m-old, name: 周强, role: building_head, active: false, scope: [{building: b03}]}\n"
+    )
+    report = import_file(
+        open_registry(tmp_path), write(tmp_path, "b.yaml", text), audiences=AUDIENCES
+    )
+    assert (
+        "xf/g01/b03 3号楼 (4 device(s) in 2 places): nobody is responsible there (no active"
+        " member with an mqtt or webhook channel), so no alert there reaches a member"
+    ) in report.warnings
+    assert not any(
+        w.startswith(("xf/g01 ", "xf/g01/b01")) and "nobody" in w for w in report.warnings
+    )
+
+
+def test_a_member_only_on_a_channel_nothing_sends_on_counts_as_nobody(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A registry from before sms was refused may hold such a channel: the property duty,
+    reachable only by sms, covers nothing; a devices CSV import says so."""
+    with registry.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE member_channels SET kind = 'sms', target = '13912345678' WHERE member_id = 'm-prop'"
+            )
+        )
+    report = import_file(registry, write(tmp_path, "devices.csv", DEVICES_CSV), audiences=AUDIENCES)
+    assert report.warnings[-1] == (
+        "xf 幸福小区 (10 device(s) in 7 places): no property_duty for severity IV, battery,"
+        " low_battery, device_offline alerts"
+    )
+    assert "13912345678" not in "\n".join(report.warnings)
+
+
+def test_warnings_are_capped(tmp_path: Path) -> None:
+    """Every unit but the first of each building lacks a unit head: one line per such unit
+    (the building has one unit covered, so they are not grouped), capped."""
+    units = community_yaml(grids=2, buildings=5, units=4, floors=1, per_floor=1)
+    heads_of_first_units = [
+        line for line in units.splitlines(keepends=True)
+        if "role: unit_head" not in line or "unit: u1}" in line
+    ]  # fmt: skip
+    registry = open_registry(tmp_path)
+    only_unit_heads = [Audience("severity I", (Role.UNIT_HEAD,))]
+    report = import_file(
+        registry,
+        write(tmp_path, "c.yaml", "".join(heads_of_first_units)),
+        audiences=only_unit_heads,
+    )
+    # 10 buildings × 3 units without a head, and the two grids' own gates: 32 places
+    assert len(report.warnings) == MAX_WARNINGS + 1
+    assert report.warnings[-1] == f"… and {32 - MAX_WARNINGS} more place(s)"
+    assert report.warnings[0] == (
+        "xf/g01 第1网格 (1 device(s) at the grid itself): no unit_head for severity I alerts"
+    )
+    assert (
+        "xf/g01/b01/u2 2单元 (" in report.warnings[1]
+        and "no unit_head for severity I" in report.warnings[1]
+    )
+
+
+def test_the_simulated_community_imports_without_errors_or_warnings(tmp_path: Path) -> None:
+    """What `gridgate demo` imports: members of every role everywhere, mqtt channels."""
+    community = build_community(600, seed=3)
+    path = community.write_fleet(tmp_path / "fleet.yaml")
+    registry = open_registry(tmp_path)
+    keyring = KeyRing([("k1", secrets.token_bytes(32))])
+    report = import_file(registry, path, keyring=keyring, audiences=AUDIENCES)
+    assert report.warnings == [] and report.devices.new == len(community.devices)
+
+
 # -- consent carried by the file (R3.3) -----------------------------------------------------
 
 
@@ -349,7 +603,7 @@ def community_yaml(
 
     def member(mid: str, role: str, scope: str) -> None:
         members.append(
-            f'  - {{id: {mid}, name: 员工{mid}, role: {role}, scope: [{scope}], channels: ["mqtt:gridgate/alerts/member/{mid}", "sms:139{len(members):08d}"]}}'
+            f'  - {{id: {mid}, name: 员工{mid}, role: {role}, scope: [{scope}], channels: ["mqtt:gridgate/alerts/member/{mid}", "webhook:https://desk.example/m/{mid}"]}}'
         )
 
     for g in range(1, grids + 1):

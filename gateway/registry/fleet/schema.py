@@ -8,6 +8,7 @@ bad value, so a file is checked to its end; what a problem may say is in `gatewa
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from adapters.registry import REGISTERED_ADAPTERS
 from devices.families import Family
 from devices.places import KEY_SEP, PlaceLevel
 from gateway.registry.identifiers import (
@@ -23,7 +25,13 @@ from gateway.registry.identifiers import (
     shown_field_name,
     text_problem,
 )
-from gateway.registry.records import ChannelKind, ContactChannel, Power, Role
+from gateway.registry.records import (
+    DELIVERABLE_CHANNEL_KINDS,
+    ChannelKind,
+    ContactChannel,
+    Power,
+    Role,
+)
 
 NAME_MAX = 128
 TARGET_MAX = 512
@@ -37,14 +45,13 @@ _ID_NUMBER = re.compile(r"\d{17}[\dX]")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})")
-_PHONE = re.compile(r"\+?[0-9]{5,15}")
-_APP_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,255}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE = {"true", "yes", "1", "y", "是"}
 _FALSE = {"false", "no", "0", "n", "否"}
 _FAMILIES = {f.value: f for f in Family}
 _ROLES = {r.value: r for r in Role}
 _KINDS = {k.value: k for k in ChannelKind}
+_DELIVERABLE = " or ".join(k.value for k in DELIVERABLE_CHANNEL_KINDS)
 _POWERS = {p.value: p for p in Power}
 
 FileKind = Literal["yaml", "devices_csv", "members_csv", "residents_csv"]
@@ -353,11 +360,19 @@ def parse_instant_ns(text: str) -> int | None:
 
 
 def parse_channel(kind_text: str, target: str) -> ContactChannel | str:
-    """A contact channel, or why it is refused (without echoing the target: it is personal)."""
+    """A contact channel, or why it is refused (without echoing the target: it is personal).
+
+    Only kinds alert delivery sends on are accepted: an sms number would import and then
+    never be sent a thing, and the member's alerts would be lost without a word."""
     kind = _KINDS.get(kind_text.strip().lower())
     target = target.strip()
     if kind is None:
-        return f"unknown channel kind (expected {', '.join(_KINDS)})"
+        return f"unknown channel kind (expected {_DELIVERABLE})"
+    if kind not in DELIVERABLE_CHANNEL_KINDS:
+        return (
+            f"{kind} channels cannot be delivered: gridgate sends alerts on {_DELIVERABLE}"
+            " channels only"
+        )
     if not target:
         return f"{kind} channel without a target"
     if len(target) > TARGET_MAX or _CONTROL.search(target):
@@ -365,17 +380,29 @@ def parse_channel(kind_text: str, target: str) -> ContactChannel | str:
     if kind is ChannelKind.MQTT:
         if any(c in target for c in "+#") or target.startswith("$"):
             return "mqtt target must be a topic to publish to: no wildcards, no leading $"
-    elif kind is ChannelKind.WEBHOOK:
-        parts = urlsplit(target)
-        if parts.scheme not in ("http", "https") or not parts.hostname or " " in target:
-            return "webhook target is not an http(s) URL"
-    elif kind is ChannelKind.SMS:
-        target = re.sub(r"[\s-]", "", target)
-        if not _PHONE.fullmatch(target):
-            return "sms target is not a phone number (digits, optional leading +)"
-    elif not _APP_TARGET.fullmatch(target):
-        return "app target has characters outside A-Z a-z 0-9 _ . : @ / + = -"
+    elif kind is ChannelKind.WEBHOOK and not _is_http_url(target):
+        return "webhook target is not an http(s) URL"
     return ContactChannel(kind, target)
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    try:
+        _ = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
+
+
+def adapter_problem(name: str) -> str | None:
+    """Why a device's adapter name is refused (no such adapter), suggesting the closest name;
+    None if it is registered. A typo would otherwise import and every message of the device
+    be decoded by nobody."""
+    if name in REGISTERED_ADAPTERS:
+        return None
+    close = difflib.get_close_matches(name.lower(), REGISTERED_ADAPTERS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown adapter ({hint}adapters: {', '.join(REGISTERED_ADAPTERS)})"
 
 
 def _channel_from_text(item: str) -> ContactChannel | str:
@@ -421,6 +448,8 @@ def _device(
     f.what = f"device {device_id}" if device_id else f.what
     family = f.choice("family", _FAMILIES, "family")
     adapter = f.ident("adapter")
+    if adapter and (why := adapter_problem(adapter)) is not None:
+        f.problem(why)
     vendor = f.name("vendor", limit=64, place=False)
     power = f.choice("power", _POWERS, "power")
     installed = f.day("installed")
