@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.support.services import Services
 pytestmark = pytest.mark.xdist_group("demo")
 
 SCENARIO = "gas-leak@b01/u1@10m"
+CST = timezone(timedelta(hours=8))
 
 
 def _free_port() -> int:
@@ -155,6 +157,12 @@ def test_the_demo_tells_its_story_in_80_columns(
                        "demo: screen", "demo: scenario gas-leak at b01/u1"):  # fmt: skip
         assert start_line in text
     assert "stand-in for the emergency webhook" in text
+    # the simulated time ends at the present, where a person looks for recent data
+    end = re.search(r"simulated time \d\d-\d\d \d\d:\d\d → (\d\d-\d\d \d\d:\d\d)", text)
+    assert end, text
+    now = datetime.now(CST)
+    ends = datetime.strptime(f"{now.year}-{end[1]}", "%Y-%m-%d %H:%M").replace(tzinfo=CST)
+    assert abs((ends - now).total_seconds()) < 180
     # the live line rewrote itself in place on the terminal
     assert re.search(r"\r\x1b\[K\d\d-\d\d \d\d:\d\d │ [\d,]+ msgs [\d,]+/s │", shown)
     # the alert, as one readable line naming the place and who was told
@@ -189,7 +197,9 @@ def test_ctrl_c_stops_the_simulator_drains_the_broker_and_sums_up(
     env = _env(services, unique, influx_db, tmp_path)
     args = ["--households", "120", "--speed", "300", "--history", "2h", "--community", unique,
             "--no-api"]  # fmt: skip
-    rc, shown = run_on_terminal(args, env, tmp_path, timeout=60, interrupt_on=(r"│ [1-9][\d,]{2,} msgs",))
+    rc, shown = run_on_terminal(
+        args, env, tmp_path, timeout=60, interrupt_on=(r"│ [1-9][\d,]{2,} msgs",)
+    )
     text = "\n".join(screen_lines(shown))
     assert rc == 0, text
     assert "demo: simulated time" in text and "(UTC+8) at 300× (24 s real)" in text
