@@ -517,10 +517,13 @@ def _resident(rng: Random, *, elder: bool, plate: bool, taken: set[str]) -> Resi
 
 
 def _households(
-    code: str, grids: Sequence[Grid], rng: Random, consent_rng: Random
+    code: str, grids: Sequence[Grid], rng: Random, consent_rng: Random, people: str
 ) -> tuple[Household, ...]:
     """Households and their residents; `consent_rng` draws residents' consent apart from the
-    rest, so adding it left every other generated value as it was."""
+    rest, so adding it left every other generated value as it was. Each resident is drawn
+    from a generator of their own (`people` + their household and place in it): the same
+    resident is the same person in a community of any size, so importing a larger community
+    over a smaller one never finds one person under two resident ids."""
     places = [
         (g.code, b.code, u.code, room) for g in grids for b in g.buildings for u in b.units
         for room in u.rooms
@@ -533,12 +536,16 @@ def _households(
         alone = i in elder
         size = 1 if alone else rng.choices((1, 2, 3, 4, 5), (10, 30, 35, 20, 5))[0]
         car = not alone and rng.random() < CAR_SHARE
+        household = f"h-{code}-{building}-{unit}-{room}"
         residents = tuple(
-            _resident(rng, elder=alone, plate=car and j == 0, taken=taken) for j in range(size)
+            _resident(
+                Random(f"{people}:{household}:{j}"), elder=alone, plate=car and j == 0, taken=taken
+            )
+            for j in range(size)
         )
         out.append(
             Household(
-                id=f"h-{code}-{building}-{unit}-{room}",
+                id=household,
                 grid=grid,
                 building=building,
                 unit=unit,
@@ -603,7 +610,13 @@ def build_community(
     usable = formats.available_adapters() if adapters is None else adapters
     root = f"gridgate-community:{seed}:{community}"
     grids = _layout(households, Random(f"{root}:layout"))
-    homes = _households(community, grids, Random(f"{root}:households"), Random(f"{root}:consent"))
+    homes = _households(
+        community,
+        grids,
+        Random(f"{root}:households"),
+        Random(f"{root}:consent"),
+        people=f"{root}:people",
+    )
     mix_rng = Random(f"{root}:adapters")
     misc_rng = Random(f"{root}:devices")
     ids = _Ids(community)

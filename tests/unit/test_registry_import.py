@@ -563,6 +563,29 @@ def test_the_simulated_community_imports_without_errors_or_warnings(tmp_path: Pa
     assert report.warnings == [] and report.devices.new == len(community.devices)
 
 
+def test_a_larger_simulated_community_imports_over_a_smaller_one_and_back(tmp_path: Path) -> None:
+    """`gridgate demo --households 300` and then `make demo` (3000) on one registry: the
+    same resident is the same person at any size, so no ID number turns up under two
+    resident ids (the import refuses that: one person, one resident)."""
+    registry = open_registry(tmp_path)
+    keyring = KeyRing([("k1", secrets.token_bytes(32))])
+    small, large = build_community(120, seed=5), build_community(600, seed=5)
+    for community in (small, large, small):
+        path = community.write_fleet(tmp_path / f"fleet-{len(community.households)}.yaml")
+        report = import_file(registry, path, keyring=keyring)
+        assert report.households.total == len(community.households)
+    people = {
+        h.resident_id(i): r.id_number for h in large.households for i, r in enumerate(h.residents)
+    }
+    both = [
+        (people[h.resident_id(i)], r.id_number)
+        for h in small.households
+        for i, r in enumerate(h.residents)
+        if h.resident_id(i) in people
+    ]
+    assert both and sum(a == b for a, b in both) >= len(both) * 0.8  # elders' differ by age
+
+
 # -- consent carried by the file (R3.3) -----------------------------------------------------
 
 
