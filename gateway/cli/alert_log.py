@@ -166,10 +166,19 @@ class AlertLog:
 
     def line(self, step: AlertStep) -> str:
         when = datetime.fromtimestamp(step.at_ns / 1e9, UTC).astimezone(CST).strftime("%H:%M:%S")
-        names = self.registry.place_names(step.place)
-        where = " ".join(n for n in names[2:] if n) or step.place.split("/", 1)[-1]
+        where = place_label(self.registry.place_names(step.place), step.place)
         head = f"{when} #{step.alert_id} {Severity(step.severity).name} {step.kind}"
         return f"{head} {_verb(step)} {where}{_outcome(step, self.reopen_window_s)}"
+
+
+def place_label(names: Sequence[str], key: str) -> str:
+    """Building, unit and room names (3号楼 2单元 1201) — the community and grid are the same
+    for every line; an alert at the grid or community itself is named by that."""
+    below = " ".join(n for n in names[2:] if n)
+    if below:
+        return below
+    named = [n for n in names if n]
+    return named[-1] if named else key
 
 
 def _with(step: AlertStep, **changes: Any) -> AlertStep:
