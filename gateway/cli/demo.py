@@ -222,6 +222,7 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(ConsoleLogHandler(console, logging.INFO if args.verbose else logging.WARNING))
+    signals = Signals()  # a Ctrl-C while it prepares ends it there, without a traceback
     try:
         plan = await asyncio.to_thread(plan_demo, args)
     except ValueError as exc:
@@ -234,7 +235,9 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     fleet = await asyncio.to_thread(_import_fleet, settings, plan, console)
     if fleet is None:
         return 2
-    signals = Signals()
+    if signals.drain.is_set():
+        console.say("demo: stopped before it started")
+        return 130
     standin = DispatchStandIn()
     async with contextlib.AsyncExitStack() as stack:
         if not environment().get(EMERGENCY_URL_ENV):
