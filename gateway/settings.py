@@ -17,6 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from devices.errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+INFLUX_PORT_VARIABLE = "GRIDGATE_INFLUX_PORT"  # the services script's port for InfluxDB
+
+
+def local_influx_url(environ: Mapping[str, str]) -> str:
+    """The InfluxDB the project's scripts start on loopback: GRIDGATE_INFLUX_PORT (a bad one
+    falls back to the default and the services script names it), else 18086."""
+    port = environ.get(INFLUX_PORT_VARIABLE, "").strip()
+    return f"http://127.0.0.1:{port if port.isdigit() else 18086}"
 
 
 class Settings(BaseSettings):
@@ -37,7 +45,9 @@ class Settings(BaseSettings):
     mqtt_shared_group: str = ""
 
     # InfluxDB (v1 HTTP API)
-    influx_url: str = "http://127.0.0.1:18086"
+    # Default: the local InfluxDB that scripts/services.sh starts, on GRIDGATE_INFLUX_PORT —
+    # so `make demo GRIDGATE_INFLUX_PORT=…` and the gateway agree without a second variable.
+    influx_url: str = Field(default_factory=lambda: local_influx_url(os.environ))
     influx_database: str = "gridgate"
     influx_username: str | None = None
     influx_password: SecretStr | None = None

@@ -167,3 +167,18 @@ def test_gridgate_never_echoes_a_password_next_to_a_bad_setting() -> None:
     assert done.returncode == 2, done.stderr
     assert "GRIDGATE_WRITERS='0' is not valid: expected an integer from 1 to 8" in done.stderr
     assert password not in done.stderr + done.stdout
+
+
+def test_the_influx_url_follows_the_services_port_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make test GRIDGATE_INFLUX_PORT=28086` starts InfluxDB there: the gateway must look
+    there too without a second variable; an explicit URL wins."""
+    monkeypatch.delenv("GRIDGATE_INFLUX_URL", raising=False)
+    monkeypatch.setenv("GRIDGATE_INFLUX_PORT", "28086")
+    assert Settings.from_env().influx_url == "http://127.0.0.1:28086"
+    monkeypatch.setenv("GRIDGATE_INFLUX_URL", "http://influx.example:8086")
+    assert Settings.from_env().influx_url == "http://influx.example:8086"
+    monkeypatch.delenv("GRIDGATE_INFLUX_URL")
+    monkeypatch.delenv("GRIDGATE_INFLUX_PORT")
+    assert Settings.from_env().influx_url == "http://127.0.0.1:18086"
