@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from adapters.registry import AdapterRegistry
@@ -196,8 +196,9 @@ class Pipeline:
 
     # -- per message ----------------------------------------------------------------------
 
-    def process(self, msg: Message, batch: _Batch) -> None:
-        """Turn one message into lines in `batch`, or into a dead letter. Never raises."""
+    def process(self, msg: Message, batch: _Batch) -> bool:
+        """Turn one message into lines in `batch` (True), or into a dead letter (False).
+        Never raises."""
         try:
             decoded = self.adapters.decode(msg.topic, msg.payload)
             device_clock = [r.time_ns != RECEIVE_TIME for r in decoded]
@@ -206,14 +207,14 @@ class Pipeline:
             lines = [(self._rp(r), self.encoder.encode(r)) for r, _ in private]
         except RejectedInput as exc:
             self._reject(msg, batch, exc.reason, exc.detail)
-            return
+            return False
         except ValueError as exc:  # a value line protocol cannot carry (nan, inf, newline)
             self._reject(msg, batch, "unstorable_value", type(exc).__name__)
-            return
+            return False
         except Exception as exc:  # an adapter bug must not stop the gateway
             log.error("adapter failed on %s: %s", redact_topic(msg.topic), type(exc).__name__)
             self._reject(msg, batch, "adapter_error", type(exc).__name__)
-            return
+            return False
         self.metrics.readings += len(lines)
         for rp, line in lines:
             batch.add(rp, line, msg)
@@ -237,6 +238,7 @@ class Pipeline:
                 batch.add(self._liveness_rp, self._liveness_changed(event), None)
                 if rules is not None:
                     batch.add_conditions(self._guarded(rules.on_liveness, event, info), msg)
+        return True
 
     def _guarded(
         self, rule: Callable[..., list[Condition]], *args: Any, **kw: Any
@@ -420,8 +422,11 @@ class Pipeline:
                     batch.opened = time.monotonic()
                 self.metrics.received += len(messages)
                 for msg in messages:
-                    self.process(msg, batch)
-                batch.messages.extend(messages)
+                    # a rejected message's dead letter holds all it needs (a digest): only
+                    # its ack token stays, not the payload — junk must not pile up in memory
+                    # until its batch is acknowledged
+                    kept = self.process(msg, batch)
+                    batch.messages.append(msg if kept else replace(msg, payload=b""))
             if not batch.empty and (
                 len(batch.messages) >= cfg.batch_size
                 or batch.urgent

@@ -167,6 +167,19 @@ async def test_bad_input_is_dead_lettered_and_acked_without_raw_payload(tmp_path
     assert secret[:20] not in dumped
 
 
+async def test_a_rejected_payload_is_not_kept_until_its_batch_is_acked(tmp_path: Path) -> None:
+    """Junk is dead-lettered (a digest) as it is read: only its ack token waits for the batch,
+    so 1 MB payloads during an outage do not pile up in memory (issue 14)."""
+    junk = b"\x00junk" * 200_000
+    messages = [msg(1), msg(2, raw=junk), msg(3)]
+    writer = FlakyWriter(failures=2)  # the batch waits for InfluxDB, holding its messages
+    _, source, store = await run_pipeline(messages, writer, tmp_path)
+    acked = {m.token: m for m in source.acked}
+    assert sorted(acked) == [1, 2, 3] and store.count("oversize") == 1
+    assert acked[2].payload == b""  # dropped once dead-lettered
+    assert acked[1].payload == messages[0].payload  # kept: a refused line needs its digest
+
+
 async def test_storage_outage_is_retried_and_nothing_acked_before_the_write(
     tmp_path: Path,
 ) -> None:
