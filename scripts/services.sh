@@ -283,6 +283,13 @@ persistent_client_expiration 7d
 max_queued_messages 1000000
 max_queued_bytes 0
 
+# A device reading is a few hundred bytes; the gateway dead-letters any payload over 64 KiB as
+# "oversize" (adapters/base.py MAX_PAYLOAD_BYTES), so one between the two is still seen and
+# counted. Beyond 256 KiB the broker refuses it itself, before it can fill the memory of the
+# broker, the gateway or a persistent session's queue (a burst of 1 MB junk: issue 14). v3.1.1
+# publishers are not told; MQTT v5 publishers get a reason code; the broker does not forward it.
+message_size_limit 262144
+
 # The gateway acks (PUBACK) a QoS 1 message only after its batch has been written to InfluxDB,
 # so the broker's in-flight window per client must be >= the gateway's batch size, or delivery
 # stalls until a batch timeout. Keep this >= the gateway batch size if either changes.
