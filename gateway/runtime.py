@@ -170,7 +170,8 @@ class Gateway:
 
     def build_alert_service(self) -> AlertService:
         settings, keyring = self.settings, self.keyring
-        password = settings.mqtt_password
+        username = settings.alert_mqtt_username or settings.mqtt_username
+        password = settings.alert_mqtt_password or settings.mqtt_password
         alerts = AlertService(
             self.registry,
             self.audit,
@@ -180,7 +181,7 @@ class Gateway:
                 mqtt_host=settings.alert_mqtt_host or settings.mqtt_host,
                 mqtt_port=settings.alert_mqtt_port or settings.mqtt_port,
                 mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
-                mqtt_username=settings.mqtt_username,
+                mqtt_username=username,
                 mqtt_password=password.get_secret_value() if password else None,
                 escalation_s=settings.escalation_check_s,
                 clock_ns=self.alert_clock_ns,

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # wait for it: while it is down alerts wait in the outbox, across restarts too.
     alert_mqtt_host: str | None = None
     alert_mqtt_port: int | None = Field(default=None, ge=1, le=65535)
+    # Its own account where the broker binds client ids to user names (`gridgate
+    # broker-config`: gridgate-gateway-alerts); default: the ingest account.
+    alert_mqtt_username: str | None = None
+    alert_mqtt_password: SecretStr | None = None
 
     # Device registry (SQLAlchemy URL; PostgreSQL for several gateway processes)
     registry_url: str = "sqlite:///.run/gridgate/registry.sqlite3"

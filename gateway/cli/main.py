@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.audit import cli as audit_cli
     from gateway.cli import alerts as alerts_cli
     from gateway.cli import api as api_cli
+    from gateway.cli import broker as broker_cli
     from gateway.cli import demo as demo_cli
     from gateway.cli import query as query_cli
     from gateway.registry import cli as registry_cli
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api", action="store_true", help="serve the HTTP API in this process too")
 
     demo_cli.add_arguments(sub)
+    broker_cli.add_arguments(sub)
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet through the broker")
     sim_cli.add_arguments(simulate)
@@ -119,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.audit import cli as audit_cli
 
             return audit_cli.run(args, settings.audit_path, settings.registry_url)
+        if args.command == "broker-config":
+            from gateway.cli import broker as broker_cli
+
+            return broker_cli.run(args, settings)
         if args.command in ("users", "apikey"):
             from gateway.cli.api import accounts_command
 

@@ -21,14 +21,17 @@ class PrivateBroker:
     `allow_anonymous=False` with no password file refuses every client (CONNACK "not
     authorized"), as a broker does with wrong credentials."""
 
-    def __init__(self, root: Path, *, allow_anonymous: bool = True) -> None:
+    def __init__(self, root: Path, *, allow_anonymous: bool = True, auth: str = "") -> None:
+        """`auth`: access lines (`gridgate broker-config`'s mosquitto-auth.conf) in place of
+        `allow_anonymous`."""
         self.port = free_port()
         self.root = root
         (root / "data").mkdir(parents=True, exist_ok=True)
         user = "root" if os.geteuid() == 0 else ""
+        access = auth or f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
         (root / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\n"
-            f"allow_anonymous {'true' if allow_anonymous else 'false'}\npersistence true\n"
+            f"{access}persistence true\n"
             f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
             f"max_queued_messages 1000000\nautosave_interval 1\n"
             + (f"user {user}\n" if user else "")
