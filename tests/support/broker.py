@@ -21,9 +21,16 @@ class PrivateBroker:
     `allow_anonymous=False` with no password file refuses every client (CONNACK "not
     authorized"), as a broker does with wrong credentials."""
 
-    def __init__(self, root: Path, *, allow_anonymous: bool = True, auth: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        allow_anonymous: bool = True,
+        auth: str = "",
+        autosave: str = "autosave_interval 1\n",
+    ) -> None:
         """`auth`: access lines (`gridgate broker-config`'s mosquitto-auth.conf) in place of
-        `allow_anonymous`."""
+        `allow_anonymous`; `autosave`: the persistence lines."""
         self.port = free_port()
         self.root = root
         (root / "data").mkdir(parents=True, exist_ok=True)
@@ -33,7 +40,7 @@ class PrivateBroker:
             f"listener {self.port} 127.0.0.1\n"
             f"{access}persistence true\n"
             f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
-            f"max_queued_messages 1000000\nautosave_interval 1\n"
+            f"max_queued_messages 1000000\n{autosave}"
             + (f"user {user}\n" if user else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
