@@ -25,6 +25,7 @@ from devices.errors import ConfigError, StorageError
 from gateway.alerts.service import AlertConfig, AlertService
 from gateway.audit.store import AuditStore
 from gateway.mqtt.source import PahoSource
+from gateway.mqtt.tls import MqttTls
 from gateway.pipeline.backoff import Backoff
 from gateway.pipeline.core import Pipeline, PipelineConfig
 from gateway.pipeline.deadletter import DeadLetterStore
@@ -61,6 +62,15 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
 def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
     group = settings.mqtt_shared_group
     return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
+
+
+def mqtt_tls(settings: Settings) -> MqttTls | None:
+    return MqttTls.from_settings(
+        settings.mqtt_tls,
+        settings.mqtt_tls_ca_file,
+        settings.mqtt_tls_cert_file,
+        settings.mqtt_tls_key_file,
+    )
 
 
 def load_keyring(settings: Settings) -> KeyRing:
@@ -183,6 +193,7 @@ class Gateway:
                 mqtt_client_id=f"{settings.mqtt_client_id}-alerts",
                 mqtt_username=username,
                 mqtt_password=password.get_secret_value() if password else None,
+                mqtt_tls=mqtt_tls(settings),
                 escalation_s=settings.escalation_check_s,
                 clock_ns=self.alert_clock_ns,
                 environ=self.environ,
@@ -218,6 +229,7 @@ class Gateway:
             password=password.get_secret_value() if password else None,
             keepalive_s=settings.mqtt_keepalive_s,
             bulk=settings.mqtt_bulk_client,
+            tls=mqtt_tls(settings),
         ) as source:
             self.source = source
             alerts = self.alerts

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     mqtt_bulk_client: bool = True
     # Which community's topics to subscribe to ("+" = every community on the broker).
     community: str = Field(default="+", pattern=r"^(\+|[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
+    # TLS to the broker (and the members' broker): the broker's certificate checked against
+    # this CA (default: the system's); a client certificate if the broker asks for one.
+    mqtt_tls: bool = False  # implied by a CA or client certificate file
+    mqtt_tls_ca_file: Path | None = None
+    mqtt_tls_cert_file: Path | None = None
+    mqtt_tls_key_file: Path | None = None
     # "$share/<group>/" prefix for scale-out over MQTT v5 shared subscriptions; empty = none.
     mqtt_shared_group: str = ""
 

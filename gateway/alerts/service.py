@@ -38,6 +38,7 @@ from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
 from gateway.alerts.store import BatchAuditSink
 from gateway.audit.store import AuditLogError
+from gateway.mqtt.tls import MqttTls
 from gateway.registry import Registry
 from privacy.audit import AuditRefused
 
@@ -53,6 +54,7 @@ class AlertConfig:
     mqtt_client_id: str = "gridgate-alerts"
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_tls: MqttTls | None = None
     # GRIDGATE_* variables the routing policy and webhook secrets name (settings.environment)
     environ: Mapping[str, str] = field(default_factory=dict)
     tick_s: float = 1.0
@@ -328,6 +330,7 @@ class AlertService:
                 client_id=cfg.mqtt_client_id,
                 username=cfg.mqtt_username,
                 password=cfg.mqtt_password,
+                tls=cfg.mqtt_tls,
             ) as mqtt:
                 self._worker = DeliveryWorker(
                     self.outbox,

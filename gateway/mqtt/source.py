@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -33,6 +34,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.mqtt import paho_fast
+from gateway.mqtt.tls import MqttTls
+from gateway.mqtt.tls import describe as tls_describe
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ class PahoSource:
         keepalive_s: int = 30,
         bulk: bool = True,
         settings_prefix: str = "GRIDGATE_MQTT_",
+        tls: MqttTls | None = None,
     ) -> None:
         """`settings_prefix` names the variables that set host, port, credentials and client
         id, so that a connection problem says which setting to look at."""
@@ -121,6 +125,8 @@ class PahoSource:
         )
         if username:
             client.username_pw_set(username, password)
+        if tls is not None:
+            tls.apply(client)
         client.reconnect_delay_set(min_delay=RETRY_MIN_S, max_delay=RETRY_MAX_S)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -328,6 +334,8 @@ class _Outage:
 
 def _connect_error(exc: BaseException | None) -> str:
     """A failed connect in a few words (the OS's own words for the rarer ones)."""
+    if isinstance(exc, ssl.SSLError):  # before OSError, which it is
+        return tls_describe(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):

@@ -28,20 +28,21 @@ class PrivateBroker:
         allow_anonymous: bool = True,
         auth: str = "",
         autosave: str = "autosave_interval 1\n",
+        listener: str = "",
     ) -> None:
         """`auth`: access lines (`gridgate broker-config`'s mosquitto-auth.conf) in place of
-        `allow_anonymous`; `autosave`: the persistence lines."""
+        `allow_anonymous`; `autosave`: the persistence lines; `listener`: lines for the
+        listener (its TLS files)."""
         self.port = free_port()
         self.root = root
         (root / "data").mkdir(parents=True, exist_ok=True)
         user = "root" if os.geteuid() == 0 else ""
         access = auth or f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
         (root / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} 127.0.0.1\n{listener}"
             f"{access}persistence true\n"
             f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
-            f"max_queued_messages 1000000\n{autosave}"
-            + (f"user {user}\n" if user else "")
+            f"max_queued_messages 1000000\n{autosave}" + (f"user {user}\n" if user else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

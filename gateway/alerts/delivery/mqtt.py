@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from gateway.alerts.delivery.outbox import DeliveryError
+from gateway.mqtt.tls import MqttTls
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class MqttPublisher:
         keepalive_s: int = 30,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_inflight: int = 100,
+        tls: MqttTls | None = None,
     ) -> None:
         self._host, self._port, self._keepalive = host, port, keepalive_s
         self.timeout_s = timeout_s
@@ -63,6 +65,8 @@ class MqttPublisher:
         )
         if username:
             client.username_pw_set(username, password)
+        if tls is not None:
+            tls.apply(client)
         client.max_inflight_messages_set(max_inflight)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
