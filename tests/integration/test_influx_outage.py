@@ -73,13 +73,18 @@ def last_stop_report(log_text: str) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
 async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang(
     services: Services,
     private_influx: PrivateInflux,
     unique: str,
     influx_db: str,
     tmp_path: Path,
+    outage: str,
 ) -> None:
+    """`stopped`: connections refused. `frozen` (SIGSTOP): connections accepted and never
+    answered, every write waits for its timeout — the SIGTERM must still end within the
+    grace."""
     base_ms = int(time.time() * 1000) - 3_600_000
     before = family_readings(unique, 50, base_ms)  # 200 messages while InfluxDB is up
     during = family_readings(unique, 300, base_ms + 600_000)  # 1200: twelve batches, while down
@@ -103,7 +108,10 @@ async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang
             )  # fmt: skip
             await wait_until("the first readings", 30, lambda: stored_at_least(len(before)))
 
-            private_influx.stop()
+            if outage == "frozen":
+                private_influx.freeze()
+            else:
+                private_influx.stop()
             mark = len(log_path.read_text())
             # The broker acknowledges these whatever the gateway does: they are "published".
             await asyncio.to_thread(
@@ -136,7 +144,10 @@ async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang
             assert report["acked"] == report["written"] == len(before), (report, stopped_after)
             assert report["write_retries"] >= 4
 
-            private_influx.start()
+            if outage == "frozen":
+                private_influx.thaw()
+            else:
+                private_influx.start()
             gateway = start_gateway_process(env, log_path)  # the broker redelivers the rest
             total = len(before) + len(during)
             await wait_until("every reading after the restart", 120, lambda: stored_at_least(total))

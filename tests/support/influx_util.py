@@ -9,6 +9,7 @@ the test's own directory, so a stop and a start keep what was written.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -131,6 +132,15 @@ bind-address = "{HOST}:{self.rpc_port}"
             proc.kill()
             proc.wait(10)
             raise
+
+    def freeze(self) -> None:
+        """SIGSTOP: influxd keeps its sockets open and answers nothing (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
