@@ -20,16 +20,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from simulators.mqtt_tools import publish_all
-from tests.support.broker import free_port
+from tests.support.broker import free_port, subscribed_then_gone
 
+TOPIC = "bench/#"
 SETTINGS = {
     "autosave_interval 60 (seconds; the old generated config)": "autosave_interval 60\n",
     "autosave_interval 1 (seconds)": "autosave_interval 1\n",
@@ -53,36 +50,6 @@ def start(conf: Path, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
 
 
-def sink(port: int, count_for_s: float | None) -> int:
-    """Connect the persistent subscriber; with `count_for_s`, count what arrives until that
-    long passes with nothing new."""
-    got = 0
-    last = time.monotonic()
-    ready = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sink", clean_session=False)
-
-    def on_connect(cl: mqtt.Client, *_: object) -> None:
-        cl.subscribe("bench/#", qos=1)
-        ready.set()
-
-    def on_message(*_: object) -> None:
-        nonlocal got, last
-        got += 1
-        last = time.monotonic()
-
-    c.on_connect, c.on_message = on_connect, on_message
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    ready.wait(10)
-    if count_for_s is not None:
-        last = time.monotonic()
-        while time.monotonic() - last < count_for_s:
-            time.sleep(0.1)
-    c.disconnect()
-    c.loop_stop()
-    return got
-
-
 def measure(extra: str, n: int) -> tuple[float, int]:
     root = Path(tempfile.mkdtemp(prefix="gg-persist-"))
     port = free_port()
@@ -95,7 +62,7 @@ def measure(extra: str, n: int) -> tuple[float, int]:
     )
     broker = start(conf, port)
     try:
-        sink(port, None)  # subscribe, then go away: messages queue for it
+        subscribed_then_gone(port, topic=TOPIC)  # it goes away: messages queue for it
         messages = [(f"bench/m/{i % 100}", b"x" * 120) for i in range(n)]
         started = time.perf_counter()
         publish_all("127.0.0.1", port, messages)  # every one acknowledged by the broker
@@ -103,7 +70,7 @@ def measure(extra: str, n: int) -> tuple[float, int]:
         broker.send_signal(signal.SIGKILL)
         broker.wait()
         broker = start(conf, port)
-        received = sink(port, 3.0)
+        received = subscribed_then_gone(port, 3.0, topic=TOPIC)
     finally:
         broker.terminate()
         broker.wait()

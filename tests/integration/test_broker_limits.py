@@ -8,18 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.base import MAX_PAYLOAD_BYTES
 from gateway.pipeline.deadletter import DeadLetterStore
 from simulators.mqtt_tools import drop_session, publish_all
-from tests.support.broker import PrivateBroker
+from tests.support.broker import PrivateBroker, subscribed_then_gone
 from tests.support.gateway_util import running_gateway, settings_for
 from tests.support.polling import wait_for
 from tests.support.services import ROOT, Services
@@ -91,29 +88,3 @@ def test_a_broker_sigkill_keeps_the_acknowledged_backlog(
     finally:
         broker.stop()
     assert n - 1000 <= kept <= n, kept
-
-
-def subscribed_then_gone(port: int, drain_s: float = 0.0) -> int:
-    """A persistent QoS 1 subscriber to kept/#: how many messages it got before it left (it
-    keeps reading until `drain_s` passes with nothing new)."""
-    got, last, ready = 0, time.monotonic(), threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kept-sink", clean_session=False)
-
-    def on_connect(cl: mqtt.Client, *_: object) -> None:
-        cl.subscribe("kept/#", qos=1)
-        ready.set()
-
-    def on_message(*_: object) -> None:
-        nonlocal got, last
-        got, last = got + 1, time.monotonic()
-
-    c.on_connect, c.on_message = on_connect, on_message
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    assert ready.wait(10)
-    last = time.monotonic()
-    while time.monotonic() - last < drain_s:
-        time.sleep(0.05)
-    c.disconnect()
-    c.loop_stop()
-    return got

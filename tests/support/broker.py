@@ -6,8 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 def free_port() -> int:
@@ -64,3 +68,29 @@ class PrivateBroker:
             self.proc.terminate()  # Mosquitto saves its persistence file on SIGTERM
             self.proc.wait(10)
             self.proc = None
+
+
+def subscribed_then_gone(port: int, drain_s: float = 0.0, topic: str = "kept/#") -> int:
+    """A persistent QoS 1 subscriber to `topic`: how many messages it got before it left (it
+    keeps reading until `drain_s` passes with nothing new)."""
+    got, last, ready = 0, time.monotonic(), threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sink-{topic}", clean_session=False)
+
+    def on_connect(cl: mqtt.Client, *_: object) -> None:
+        cl.subscribe(topic, qos=1)
+        ready.set()
+
+    def on_message(*_: object) -> None:
+        nonlocal got, last
+        got, last = got + 1, time.monotonic()
+
+    c.on_connect, c.on_message = on_connect, on_message
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    assert ready.wait(10)
+    last = time.monotonic()
+    while time.monotonic() - last < drain_s:
+        time.sleep(0.05)
+    c.disconnect()
+    c.loop_stop()
+    return got
