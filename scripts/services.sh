@@ -103,6 +103,7 @@ ensure_installed() {
     [[ -n "$(find_bin mosquitto_sub)" ]] || missing+=(mosquitto-clients)
     [[ -n "$(find_bin influxd)" ]] || missing+=(influxdb)
     [[ -n "$(find_bin curl)" ]] || missing+=(curl)
+    [[ -n "$(find_bin openssl)" ]] || missing+=(openssl)  # the TLS tests' throwaway CA
     ((${#missing[@]})) || return 0
 
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available"
@@ -116,6 +117,7 @@ ensure_installed() {
     [[ -n "$(find_bin mosquitto_sub)" ]] || missing+=(mosquitto-clients)
     [[ -n "$(find_bin influxd)" ]] || missing+=(influxdb)
     [[ -n "$(find_bin curl)" ]] || missing+=(curl)
+    [[ -n "$(find_bin openssl)" ]] || missing+=(openssl)  # the TLS tests' throwaway CA
     ((${#missing[@]})) || { exec 8>&-; return 0; }
     say "installing ${missing[*]} (apt-get)"
 
