@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -62,6 +63,14 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
 def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
     group = settings.mqtt_shared_group
     return [f"$share/{group}/{f}" if group else f for f in adapters.subscriptions()]
+
+
+def influx_ca(settings: Settings) -> Path | None:
+    """The InfluxDB CA file, checked at start so that a typo is named, not a TLS failure."""
+    ca = settings.influx_tls_ca_file
+    if ca is not None and not ca.is_file():
+        raise ConfigError(f"GRIDGATE_INFLUX_TLS_CA_FILE={ca}: no such file")
+    return ca
 
 
 def mqtt_tls(settings: Settings) -> MqttTls | None:
@@ -144,6 +153,7 @@ class Gateway:
                     password=password.get_secret_value() if password else None,
                     timeout_s=settings.influx_timeout_s,
                     retention_policies=retention_policies(self.policy, settings),
+                    ca_file=influx_ca(settings),
                 )
             )
             self.deadletters = DeadLetterStore(

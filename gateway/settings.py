@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     influx_timeout_s: float = Field(default=10.0, gt=0)
+    # An https InfluxDB's certificate is checked against this CA (default: the system's).
+    influx_tls_ca_file: Path | None = None
     # One retention policy per measurement, created on start (InfluxDB 1.x); false = write to
     # the database's default policy (e.g. InfluxDB 2.x/3.x through the v1 API).
     influx_retention: bool = True

@@ -581,7 +581,9 @@ async def _stored_points(settings: Settings, community: str) -> int | None:
 
     total = 0
     try:
-        async with InfluxV1Client(settings.influx_url, settings.influx_database) as influx:
+        async with InfluxV1Client(
+            settings.influx_url, settings.influx_database, ca_file=settings.influx_tls_ca_file
+        ) as influx:
             for measurement in MEASUREMENTS:
                 source = (
                     qualified(measurement)

@@ -198,6 +198,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             username=settings.influx_username,
             password=password.get_secret_value() if password else None,
             timeout_s=settings.influx_timeout_s,
+            ca_file=settings.influx_tls_ca_file,
         ) as influx:
             ctx = _Context(
                 settings, registry, influx, policy, PlaceNames(registry), show_query=args.show_query

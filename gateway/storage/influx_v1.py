@@ -20,13 +20,17 @@ wrong and will be wrong again). Behaviour of influxd 1.6.7 this relies on, check
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from devices.errors import StorageError
+
+CA_VARIABLE = "GRIDGATE_INFLUX_TLS_CA_FILE"
 
 __all__ = ["InfluxV1Client", "quote_ident", "quote_literal"]
 
@@ -75,9 +79,11 @@ class InfluxV1Client:
         timeout_s: float = 10.0,
         retention_policy: str | None = None,
         retention_policies: Mapping[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         """`retention_policies`: name → duration, created by `ensure_schema` (and again if
-        they vanish: a dropped or restored database)."""
+        they vanish: a dropped or restored database). `ca_file`: the CA that signed an
+        https InfluxDB's certificate (default: the system's); verification is never off."""
         if not database:
             raise ValueError("database name is empty")
         self.url = url.rstrip("/")
@@ -86,7 +92,12 @@ class InfluxV1Client:
         self.retention_policies = dict(retention_policies or {})
         # Basic auth, not u=/p= parameters: a password in a URL ends up in access logs.
         auth = httpx.BasicAuth(username, password or "") if username is not None else None
-        self._http = httpx.AsyncClient(base_url=self.url, auth=auth, timeout=timeout_s)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.url, auth=auth, timeout=timeout_s, verify=verify
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -252,6 +263,12 @@ class InfluxV1Client:
         except httpx.TimeoutException as exc:
             raise StorageError(f"InfluxDB at {self.url} timed out", retryable=True) from exc
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise StorageError(
+                    f"InfluxDB at {self.url}: its certificate is not trusted (check"
+                    f" {CA_VARIABLE}): {exc}",
+                    retryable=True,
+                ) from exc
             raise StorageError(
                 f"InfluxDB at {self.url} unreachable: {type(exc).__name__}: {exc}",
                 retryable=True,
