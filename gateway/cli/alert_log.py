@@ -12,8 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -21,9 +20,9 @@ from sqlalchemy import select
 from gateway.alerts.model import Severity
 from gateway.alerts.routing import WEBHOOK_MEMBER_PREFIX
 from gateway.alerts.store import OPEN_STATE_VALUES, AlertEventRow, AlertRow
+from gateway.cli.lookup import local_time
 from gateway.registry import Registry
 
-CST = timezone(timedelta(hours=8))
 OVERLAP_NS = 5_000_000_000  # another process's clock may lag a little
 # steps worth a line; "notified"/"unrouted" are folded into the step they are for
 SHOWN = (
@@ -131,10 +130,10 @@ class AlertLog:
                 step = out[target]
                 if event.step == "notified":
                     told = tuple(str(m) for m in detail.get("members", ()))
-                    out[target] = _with(step, told=step.told + told)
+                    out[target] = replace(step, told=step.told + told)
                 else:
                     missing = ", ".join(str(u) for u in detail.get("unreachable", ()))
-                    out[target] = _with(step, untold=missing or "nobody responsible")
+                    out[target] = replace(step, untold=missing or "nobody responsible")
                 continue
             if event.step not in SHOWN:
                 continue
@@ -165,7 +164,7 @@ class AlertLog:
         return True
 
     def line(self, step: AlertStep) -> str:
-        when = datetime.fromtimestamp(step.at_ns / 1e9, UTC).astimezone(CST).strftime("%H:%M:%S")
+        when = local_time(step.at_ns, "%H:%M:%S")
         where = place_label(self.registry.place_names(step.place), step.place)
         head = f"{when} #{step.alert_id} {Severity(step.severity).name} {step.kind}"
         return f"{head} {_verb(step)} {where}{_outcome(step, self.reopen_window_s)}"
@@ -179,11 +178,6 @@ def place_label(names: Sequence[str], key: str) -> str:
         return below
     named = [n for n in names if n]
     return named[-1] if named else key
-
-
-def _with(step: AlertStep, **changes: Any) -> AlertStep:
-    values = {name: getattr(step, name) for name in AlertStep.__slots__}
-    return AlertStep(**(values | changes))
 
 
 def _verb(step: AlertStep) -> str:

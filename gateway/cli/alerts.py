@@ -49,7 +49,7 @@ from gateway.cli.lookup import (
     cell,
     communities,
     local_time,
-    registry_missing,
+    registry_ready,
     resolve_places,
 )
 from gateway.cli.terminal import MAX_WIDTH, wrap
@@ -191,9 +191,7 @@ def _opened(settings: Settings) -> Iterator[_World]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``gridgate alerts VERB``; returns the exit status."""
-    missing = registry_missing(settings.registry_url)
-    if missing:
-        print(f"gridgate alerts: {missing}", file=sys.stderr)
+    if not registry_ready("alerts", settings.registry_url):
         return 2
     try:
         with _opened(settings) as world:

@@ -30,7 +30,7 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.registry import default_registry
     from gateway.audit.store import AuditStore
-    from gateway.cli.lookup import registry_missing
+    from gateway.cli.lookup import registry_ready
     from gateway.mqtt.broker_config import (
         ALERTS_USER,
         GATEWAY_USER,
@@ -39,9 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     from gateway.registry import Registry
 
-    missing = registry_missing(settings.registry_url)
-    if missing:
-        print(f"gridgate broker-config: {missing}", file=sys.stderr)
+    if not registry_ready("broker-config", settings.registry_url):
         return 2
     filters = default_registry(settings.community).subscriptions()
     with (

@@ -26,13 +26,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from devices.topics import is_valid_id
 from gateway.cli.alert_log import AlertLog
 from gateway.cli.dispatch_standin import EMERGENCY_URL_ENV, DispatchStandIn
+from gateway.cli.lookup import local_time
 from gateway.cli.run import run_with_api
 from gateway.cli.terminal import Console, ConsoleLogHandler
 from gateway.pipeline.metrics import GatewayMetrics
@@ -40,7 +41,6 @@ from gateway.settings import Settings, environment
 
 log = logging.getLogger("gridgate")
 
-CST = timezone(timedelta(hours=8))
 RUN_DIR = Path(".run/gridgate")
 DEFAULT_HISTORY = "6h"
 MEASUREMENTS = ("access", "safety", "meter", "elder", "device_status", "liveness")
@@ -128,7 +128,7 @@ def _duration(seconds: float) -> str:
 
 
 def _hm(sim_s: float) -> str:
-    return datetime.fromtimestamp(sim_s, UTC).astimezone(CST).strftime("%m-%d %H:%M")
+    return local_time(int(sim_s * 1e9), "%m-%d %H:%M")
 
 
 # -- counts of this run ----------------------------------------------------------------------

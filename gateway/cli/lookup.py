@@ -10,6 +10,7 @@ place named like a person, and it is printed as ``<redacted>``.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +44,15 @@ def registry_missing(url: str) -> str | None:
                 " FILE) or set GRIDGATE_REGISTRY_URL"
             )
     return None
+
+
+def registry_ready(command: str, url: str) -> bool:
+    """False, having said why on stderr, when `registry_missing` finds no registry: the
+    commands that only read it stop there (exit status 2) instead of answering "nothing"."""
+    missing = registry_missing(url)
+    if missing:
+        print(f"gridgate {command}: {missing}", file=sys.stderr)
+    return missing is None
 
 
 def _walk(nodes: Sequence[PlaceNode]) -> list[PlaceNode]:

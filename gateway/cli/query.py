@@ -55,7 +55,7 @@ from gateway.cli.lookup import (
     cell,
     local_time,
     parse_duration,
-    registry_missing,
+    registry_ready,
     resolve_places,
 )
 from gateway.cli.terminal import MAX_WIDTH, wrap
@@ -153,9 +153,7 @@ class _Context:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``gridgate query VERB``; returns the exit status."""
-    missing = registry_missing(settings.registry_url)
-    if missing:
-        print(f"gridgate query: {missing}", file=sys.stderr)
+    if not registry_ready("query", settings.registry_url):
         return 2
     try:
         return asyncio.run(_run(args, settings))
