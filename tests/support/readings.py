@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from adapters import gridgate_json
 from devices.families import Channel, Family
 from devices.location import Location
 from devices.reading import Reading
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import qualified
+from simulators import formats
 from simulators.community import Community
 from tests.support.leak_search import IDS, NAMES, PHONES, PLATES
 
@@ -65,17 +66,25 @@ async def stored_points(influx: InfluxV1Client) -> set[Point]:
     return out
 
 
+def _encoder(adapter: str) -> Callable[[Reading], tuple[str, bytes]]:
+    module = formats.load(adapter)
+    assert module is not None, f"adapter {adapter} is not installed"
+    encode: Callable[[Reading], tuple[str, bytes]] = module.encode
+    return encode
+
+
 def personal_entries(community: Community) -> list[tuple[str, bytes]]:
-    """Entries at the community's gridgate-JSON gates carrying the leak tests' planted name,
-    ID number, phone, card and plate: the screen may show entry counts, never these."""
-    gates = [d for d in community.devices
-             if d.family is Family.ACCESS and d.adapter == "gridgate_json"][:3]  # fmt: skip
-    assert gates, "the community has no gridgate-JSON gate"
+    """Entries at the community's first gates, each in its own format (the formats are drawn
+    per device id, so a small community may have no gate of a given format), carrying the leak
+    tests' planted name, ID number, phone, card and plate: the screen may show entry counts,
+    never these."""
+    gates = [d for d in community.devices if d.family is Family.ACCESS][:3]
+    assert gates, "the community has no access gate"
     now = time.time_ns()
     out = []
     for i, gate in enumerate(gates):
         for j in range(4):
-            out.append(gridgate_json.encode(Reading(
+            out.append(_encoder(gate.adapter)(Reading(
                 device_id=gate.device_id, family=Family.ACCESS, channel=Channel.EVENT,
                 kind="entry_granted", time_ns=now - (i * 4 + j) * 1_000_000_000,
                 location=gate.location,
