@@ -54,6 +54,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         GRIDGATE_INFLUX_DATABASE=database,
         GRIDGATE_COMMUNITY=code,
         GRIDGATE_DEADLETTER_PATH=str(tmp / "deadletter.sqlite3"),
+        GRIDGATE_SPOOL_DIR=str(tmp / "spool"),
         GRIDGATE_REQUIRE_REGISTRATION="true",
         GRIDGATE_REGISTRY_URL=registry_url,
         GRIDGATE_AUDIT_PATH=str(tmp / "audit.sqlite3"),

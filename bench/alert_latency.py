@@ -587,6 +587,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
         GRIDGATE_ALERTS="true",
         GRIDGATE_AUDIT_PATH=str(tmp / "audit.sqlite3"),
         GRIDGATE_DEADLETTER_PATH=str(tmp / "deadletter.sqlite3"),
+        GRIDGATE_SPOOL_DIR=str(tmp / "spool"),
         GRIDGATE_LOG_LEVEL="INFO",
     )
     gateway = Gateway(env)

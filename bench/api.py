@@ -264,6 +264,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
         GRIDGATE_ALERTS="true",
         GRIDGATE_AUDIT_PATH=str(audit_path),
         GRIDGATE_DEADLETTER_PATH=str(tmp / "deadletter.sqlite3"),
+        GRIDGATE_SPOOL_DIR=str(tmp / "spool"),
         GRIDGATE_API_HOST=HOST,
         GRIDGATE_API_PORT=str(port),
         GRIDGATE_LOG_LEVEL="INFO",

@@ -142,6 +142,7 @@ def gateway_rate(
         "GRIDGATE_COMMUNITY": community,
         "GRIDGATE_MQTT_CLIENT_ID": client_id,
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
+        "GRIDGATE_SPOOL_DIR": str(tmp / "spool"),
         "GRIDGATE_REQUIRE_REGISTRATION": "false",
         "GRIDGATE_PSEUDONYM_KEY_FILE": str(
             KeyRing.generate_file(tmp / "pseudonym.key") and tmp / "pseudonym.key"

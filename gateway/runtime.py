@@ -23,7 +23,8 @@ from typing import Self
 
 from adapters.registry import AdapterRegistry, default_registry
 from devices.errors import ConfigError, StorageError
-from gateway.alerts.service import AlertConfig, AlertService
+from gateway.alerts.model import Condition
+from gateway.alerts.service import AlertConfig, AlertService, spool_full_condition
 from gateway.audit.store import AuditStore
 from gateway.mqtt.source import PahoSource
 from gateway.mqtt.tls import MqttTls
@@ -37,6 +38,7 @@ from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
+from gateway.storage.spool import Spool
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
 from privacy.operators import IdentifierKind, pseudonymise
@@ -57,7 +59,16 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         shutdown_grace_s=settings.shutdown_grace_s,
         max_past_s=settings.max_past_s,
         max_future_s=settings.max_future_s,
+        spool_probe_s=settings.spool_probe_s,
     )
+
+
+def spool_dir(settings: Settings) -> Path:
+    """The gateway's spool: one per client id (the broker session whose acks it stands for)."""
+    if settings.spool_dir is not None:
+        return settings.spool_dir
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.mqtt_client_id)
+    return Path(".run/gridgate/spool") / safe
 
 
 def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
@@ -135,6 +146,7 @@ class Gateway:
         self.source: PahoSource | None = None
         self.pipeline: Pipeline | None = None
         self._stack = contextlib.AsyncExitStack()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -160,6 +172,11 @@ class Gateway:
                 settings.deadletter_path, settings.deadletter_max_rows, keyring=self.keyring
             )
             stack.callback(self.deadletters.close)
+            self.spool = None
+            if settings.spool:
+                self.spool = Spool(spool_dir(settings), settings.spool_max_mb * 1024 * 1024)
+                self.spool.open()
+                stack.callback(self.spool.close)
             self.audit = AuditStore(settings.audit_path)
             stack.callback(self.audit.close)
             self.registry = Registry.open(settings.registry_url, audit=self.audit)
@@ -226,9 +243,13 @@ class Gateway:
         """Until `stop` is set: wait for InfluxDB, subscribe, run the pipeline and the loops
         around it; then flush the pipeline and the liveness state. `ready` is set once
         subscribed."""
-        if not await self._wait_for_influx(stop):
-            return
         settings = self.settings
+        if self.spool is None:
+            if not await self._wait_for_influx(stop):
+                return
+            influx_ready = True
+        else:  # no waiting: what arrives meanwhile is spooled
+            influx_ready = await self._influx_schema_now()
         password = settings.mqtt_password
         async with PahoSource(
             settings.mqtt_host,
@@ -256,7 +277,13 @@ class Gateway:
                 retention=retention_plan(self.policy, settings),
                 rules=alerts.rules if alerts else None,
                 alert_sink=alerts.accept if alerts else None,
+                spool=self.spool,
+                probe=self.influx.ping,
+                prepare=self.influx.ensure_schema,
+                on_spool_full=self._spool_full,
             )
+            if not influx_ready and self.pipeline.spooler is not None:
+                self.pipeline.spooler.mark_down()
             async with asyncio.TaskGroup() as tg:
                 if ready is not None:
                     tg.create_task(self._signal_ready(source, stop, ready), name="ready")
@@ -285,6 +312,44 @@ class Gateway:
                 log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, backoff.delay)
                 await backoff.wait(stop)
         return False
+
+    async def _influx_schema_now(self) -> bool:
+        """Create the schema if InfluxDB answers now; False (spool until it does) if it does
+        not. A refusal that retrying cannot cure is raised."""
+        try:
+            await self.influx.ensure_schema()
+            return True
+        except StorageError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("InfluxDB not reachable (%s): spooling until it answers", exc)
+            return False
+
+    def _spool_full(self, full: bool) -> None:
+        """Raise (or clear) the spool-full alert at every community this gateway serves."""
+        alerts, spool = self.alerts, self.spool
+        if alerts is None or spool is None:
+            return
+        detail: dict[str, object] = {
+            "spool_bytes": spool.stats.bytes,
+            "limit_bytes": spool.max_bytes,
+        }
+        now = self.alert_clock_ns()
+        conditions = [
+            spool_full_condition(community, full, now, detail)
+            for community in self.directory.communities()
+        ]
+        if conditions:
+            task = asyncio.get_running_loop().create_task(self._raise(alerts, conditions))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _raise(alerts: AlertService, conditions: list[Condition]) -> None:
+        try:
+            await alerts.accept(conditions)
+        except StorageError as exc:  # the alert store is down too: the log and metrics say it
+            log.error("the spool-full alert could not be recorded: %s", exc)
 
     async def _flush_liveness(self, stop: asyncio.Event) -> None:
         """Write last-seen and online state to the registry in bulk, not per reading."""

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     retry_max_s: float = Field(default=30.0, gt=0, description="longest pause between retries")
     shutdown_grace_s: float = Field(default=15.0, ge=0, description="flush time on stop")
 
+    # Disk spool (gateway/storage/spool.py): while InfluxDB is down, batches are kept here
+    # (fsync'ed, then acked to the broker) and replayed when it answers. Default directory:
+    # .run/gridgate/spool/<mqtt_client_id>, one per gateway identity like its broker session.
+    spool: bool = True
+    spool_dir: Path | None = None
+    spool_max_mb: int = Field(default=1024, ge=1, description="past it the broker holds the rest")
+    spool_probe_s: float = Field(default=1.0, gt=0, description="InfluxDB ping while it is down")
+
     # Validation
     max_past_s: float = Field(default=30 * 86400, gt=0)
     max_future_s: float = Field(default=300, ge=0)

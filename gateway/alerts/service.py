@@ -18,6 +18,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from devices.errors import StorageError
 from devices.info import DeviceInfo
 from devices.liveness import LivenessEvent
+from devices.location import Location
 from devices.places import PlaceLevel, place_at
 from devices.reading import Reading
 from gateway.alerts.delivery import (
@@ -33,7 +34,7 @@ from gateway.alerts.delivery import (
 from gateway.alerts.engine import AlertChange, AlertEngine
 from gateway.alerts.escalation import Escalator
 from gateway.alerts.lifecycle import Lifecycle
-from gateway.alerts.model import Alert, Condition, Refusal
+from gateway.alerts.model import Alert, Condition, Refusal, Severity
 from gateway.alerts.routing import Router, load_routing_policy
 from gateway.alerts.rules import RuleEngine, load_rules
 from gateway.alerts.store import BatchAuditSink
@@ -64,6 +65,7 @@ class AlertConfig:
 
 DELIVERY_FAILED = "delivery_failed"
 ALERT_REFUSED = "alert_refused"
+SPOOL_FULL = "spool_full"
 # The outside world being down: the registry database or the audit log cannot be reached,
 # is locked past its timeout, or its disk is full. Worth retrying; anything else is not.
 _RETRYABLE: tuple[type[BaseException], ...] = (
@@ -113,6 +115,24 @@ def alert_refused_condition(refused: Condition, now_ns: int) -> Condition:
     letter). It names the kind only: the refused condition's device and place may be what
     made it unrecordable."""
     return _duty_desk_condition(ALERT_REFUSED, refused, now_ns, {"refused_kind": refused.kind})
+
+
+def spool_full_condition(
+    community: str, full: bool, now_ns: int, detail: dict[str, object]
+) -> Condition:
+    """The alert that the disk spool is full while InfluxDB is down: the gateway stops
+    reading, so new readings — alarms too — wait at the broker. Cleared when it has room."""
+    return Condition(
+        rule_id=SPOOL_FULL,
+        key=SPOOL_FULL,
+        kind=SPOOL_FULL,
+        severity=Severity.II,
+        location=Location(community),
+        level=PlaceLevel.COMMUNITY,
+        at_ns=now_ns,
+        active=full,
+        detail=detail,
+    )
 
 
 def delivery_failed_condition(failed: Alert, channel: str, now_ns: int) -> Condition:

@@ -33,17 +33,15 @@ from gateway.pipeline.backoff import Backoff
 from gateway.pipeline.deadletter import DeadLetter, DeadLetterStore
 from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
+from gateway.pipeline.spooling import LineWriter, Spooler
 from gateway.registry.identifiers import place_name_problem
 from gateway.storage.points import LIVENESS_MEASUREMENT, PointEncoder, measurement_of
+from gateway.storage.spool import LineSource, Spool
 from privacy.identifiers import IdentifierShape, find_identifier
 from privacy.redact import redact_topic
 
 log = logging.getLogger(__name__)
 _MAX_VERDICTS = 200_000  # cached id checks: far above a community's devices and places
-
-
-class LineWriter(Protocol):
-    async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None: ...
 
 
 class DeviceDirectory(Protocol):
@@ -92,6 +90,7 @@ class PipelineConfig:
     max_future_s: float = 300.0
     require_registration: bool = True  # with a directory: unknown devices are dead-lettered
     liveness_sweep_s: float = 5.0
+    spool_probe_s: float = 1.0  # while InfluxDB is down: how often the spool's drain asks
 
 
 @dataclass
@@ -128,6 +127,14 @@ class _Batch:
     @property
     def empty(self) -> bool:
         return not self.messages and not self.by_rp and not self.conditions
+
+
+async def _answers() -> bool:
+    return True
+
+
+async def _nothing_to_prepare() -> None:
+    return None
 
 
 class _RateLimitedLog:
@@ -168,7 +175,13 @@ class Pipeline:
         rules: RuleEvaluator | None = None,
         alert_sink: AlertSink | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        spool: Spool | None = None,
+        probe: Callable[[], Awaitable[bool]] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        on_spool_full: Callable[[bool], None] | None = None,
     ) -> None:
+        """With a `spool`, batches InfluxDB cannot take are spooled and acked; `probe`
+        (InfluxDB's ping) and `prepare` (its schema) tell the drain when to replay."""
         self.source = source
         self.writer = writer
         self.deadletters = deadletters
@@ -193,6 +206,18 @@ class Pipeline:
         # (is a place code, loose check, id or code) → "" (fine) or what it looks like
         self._identifier_verdicts: dict[tuple[bool, bool, str], str] = {}
         self._vetted: dict[str, DeviceInfo] = {}  # registry entries whose ids and codes passed
+        self.spooler: Spooler | None = None
+        if spool is not None:
+            self.spooler = Spooler(
+                spool,
+                writer,
+                probe=probe or _answers,
+                prepare=prepare or _nothing_to_prepare,
+                refused=self._replay_refused,
+                metrics=self.metrics,
+                on_full=on_spool_full,
+                probe_s=self.config.spool_probe_s,
+            )
 
     # -- per message ----------------------------------------------------------------------
 
@@ -367,6 +392,9 @@ class Pipeline:
                 for i in range(self.config.writers)
             ]
             sweeper = tg.create_task(self._sweep_loop(stop), name="liveness-sweep")
+            drain = None
+            if self.spooler is not None:
+                drain = tg.create_task(self.spooler.run(stop), name="spool-drain")
             last = await self._consume(stop)
             sweeper.cancel()
             try:
@@ -383,6 +411,8 @@ class Pipeline:
                 )
                 for writer in writers:
                     writer.cancel()
+            if drain is not None:  # a segment cut short is replayed whole on the next start
+                drain.cancel()
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -555,9 +585,14 @@ class Pipeline:
         line_messages: list[Message | None],
         dead: list[DeadLetter],
     ) -> None:
-        """Write until it succeeds; lines InfluxDB refuses outright become dead letters."""
+        """Write until it succeeds or is spooled; lines InfluxDB refuses outright become dead
+        letters. While InfluxDB is down a spooled write counts as durable; a full spool
+        leaves the batch here, retried (the broker keeps what is behind it)."""
         backoff = self._backoff()
+        spooler = self.spooler
         while True:
+            if spooler is not None and spooler.down and await self._spool(rp, lines, line_messages):
+                return
             try:
                 started = time.perf_counter()
                 await self.writer.write(lines, rp=rp)
@@ -570,8 +605,34 @@ class Pipeline:
                     await self._isolate_refused(rp, lines, line_messages, dead, exc)
                     return
                 self.metrics.write_retries += 1
+                if spooler is not None:
+                    spooler.mark_down()
+                    if await self._spool(rp, lines, line_messages):
+                        return
                 log.warning("InfluxDB write failed, retrying in %.1f s: %s", backoff.delay, exc)
-                await backoff.wait()
+                # the drain's probe wakes this as soon as InfluxDB answers again
+                await backoff.wait(None if spooler is None else spooler.up)
+
+    async def _spool(
+        self, rp: str | None, lines: list[str], line_messages: list[Message | None]
+    ) -> bool:
+        assert self.spooler is not None
+        sources = [None if m is None else LineSource(m.topic, m.received_ns) for m in line_messages]
+        return await self.spooler.take(rp, lines, sources)
+
+    async def _replay_refused(self, refused: list[tuple[LineSource, str]], detail: str) -> None:
+        """Spooled lines InfluxDB refuses on replay: dead-lettered like any refused point (the
+        letter keeps a keyed digest of the line, which is already de-identified)."""
+        letters = []
+        for source, line in refused:
+            self.metrics.rejected["storage_rejected"] += 1
+            self._reject_log.warn(source.topic, "storage_rejected", detail)
+            letters.append(
+                self.deadletters.letter(
+                    source.topic, line.encode(), "storage_rejected", detail, source.received_ns
+                )
+            )
+        await self._store_dead_letters(letters)
 
     async def _isolate_refused(
         self,

@@ -28,6 +28,10 @@ class DeviceSnapshot:
     def lookup(self, device_id: str) -> DeviceInfo | None:
         return self._devices.get(device_id)
 
+    def communities(self) -> list[str]:
+        """The communities of the registered devices (for alerts about the gateway itself)."""
+        return sorted({info.location.community for info in self._devices.values()})
+
     def __len__(self) -> int:
         return len(self._devices)
 

@@ -52,6 +52,12 @@ class GatewayMetrics:
     conditions: int = 0  # rule conditions handed to the alert engine
     rule_errors: int = 0  # rule evaluations that raised (a bug: logged, ingestion goes on)
     alerts_refused: int = 0  # conditions the alert store would not take (dead-lettered)
+    spooled: int = 0  # readings put in the disk spool while InfluxDB was down
+    replayed: int = 0  # spooled readings written to InfluxDB since (also in `written`)
+    spool_bytes: int = 0  # what the spool holds now
+    spool_batches: int = 0
+    spool_full: int = 0  # 1 while the spool refuses batches (the broker holds them)
+    spool_corrupt_bytes: int = 0  # torn or corrupt tails cut off at start-up
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
     write_seconds: Histogram = field(default_factory=Histogram)  # InfluxDB batch writes
@@ -75,6 +81,12 @@ class GatewayMetrics:
             "conditions": self.conditions,
             "rule_errors": self.rule_errors,
             "alerts_refused": self.alerts_refused,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "spool_bytes": self.spool_bytes,
+            "spool_batches": self.spool_batches,
+            "spool_full": self.spool_full,
+            "spool_corrupt_bytes": self.spool_corrupt_bytes,
             "rejected": dict(self.rejected),
             "dropped_fields": dict(self.dropped_fields),
         }
@@ -93,6 +105,8 @@ class GatewayMetrics:
             "conditions",
             "rule_errors",
             "alerts_refused",
+            "spooled",
+            "replayed",
         ):
             lines.append(f"# TYPE gridgate_{name}_total counter")
             lines.append(f"gridgate_{name}_total {getattr(self, name)}")
@@ -100,6 +114,9 @@ class GatewayMetrics:
         lines.append(f"gridgate_write_retries_total {self.write_retries}")
         lines.append("# TYPE gridgate_backlog gauge")
         lines.append(f"gridgate_backlog {self.backlog}")
+        for name in ("spool_bytes", "spool_batches", "spool_full", "spool_corrupt_bytes"):
+            lines.append(f"# TYPE gridgate_{name} gauge")
+            lines.append(f"gridgate_{name} {getattr(self, name)}")
         lines.append("# TYPE gridgate_rejected_total counter")
         for reason, n in sorted(self.rejected.items()):
             lines.append(f'gridgate_rejected_total{{reason="{reason}"}} {n}')

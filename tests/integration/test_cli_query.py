@@ -211,7 +211,7 @@ def test_latest_readings_of_a_device_from_its_family(
     assert "1号楼 1单元 0101" in out and "safety" in out
     assert f"{local_time(stored.gas_ns)}  telemetry" in out  # UTC+8
     assert "gas_lel_pct=3.5" in out and "battery_pct=88" in out and "1.5" not in out
-    assert "\"rp_safety\".\"safety\" WHERE \"device\" = 'gas-b01-u1'" in out
+    assert '"rp_safety"."safety" WHERE "device" = \'gas-b01-u1\'' in out
     status, out, _ = gridgate(capsys, "query", "latest", "em-b01-u1")
     assert status == 0 and out.count("energy_kwh=") == 2
 
@@ -259,7 +259,7 @@ def test_a_place_over_a_window_as_the_api_builds_it(
         "--since", "4h", "--show-query",
     )  # fmt: skip
     assert "1 of 2 cells withheld: they describe fewer than 5 persons" in out
-    assert "count(distinct(\"resident_ref\"))" in out and '"rp_access"."access"' in out
+    assert 'count(distinct("resident_ref"))' in out and '"rp_access"."access"' in out
     # one wearable: its heart rate is always withheld
     assert value("band-b01", "--since", "4h", "--family", "elder") == ["< 5 persons: suppressed"]
 

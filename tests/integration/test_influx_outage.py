@@ -29,6 +29,7 @@ from tests.support.influx_util import PrivateInflux
 from tests.support.polling import wait_for
 from tests.support.readings import expected_points, family_readings, stored_points
 from tests.support.services import Services
+from tests.support.spool import spooled_readings
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,11 @@ def last_stop_report(log_text: str) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+@pytest.mark.parametrize(
+    ("outage", "spool"),
+    [("stopped", False), ("frozen", False), ("frozen", True)],
+    ids=["stopped", "frozen", "frozen-spooled"],
+)
 async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang(
     services: Services,
     private_influx: PrivateInflux,
@@ -81,18 +86,23 @@ async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang
     influx_db: str,
     tmp_path: Path,
     outage: str,
+    spool: bool,
 ) -> None:
     """`stopped`: connections refused. `frozen` (SIGSTOP): connections accepted and never
     answered, every write waits for its timeout — the SIGTERM must still end within the
-    grace."""
+    grace. Without a spool (or with a full one) the writers keep retrying with the write
+    queue full behind them; with one, the outage is spooled and acked, and replayed after the
+    restart (tests/integration/test_spool_outage.py has the spool's own cases)."""
     base_ms = int(time.time() * 1000) - 3_600_000
     before = family_readings(unique, 50, base_ms)  # 200 messages while InfluxDB is up
     during = family_readings(unique, 300, base_ms + 600_000)  # 1200: twelve batches, while down
+    total = len(before) + len(during)
     env = gateway_env(services, unique, influx_db, tmp_path) | {
         "GRIDGATE_INFLUX_URL": private_influx.url,
         "GRIDGATE_BATCH_SIZE": str(BATCH),
         "GRIDGATE_SHUTDOWN_GRACE_S": str(GRACE_S),
         "GRIDGATE_INFLUX_TIMEOUT_S": "2",
+        "GRIDGATE_SPOOL": "true" if spool else "false",
     }
     log_path = tmp_path / "gateway.log"
     gateway = start_gateway_process(env, log_path)
@@ -118,11 +128,16 @@ async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang
                 publish_all, services.mqtt_host, services.mqtt_port,
                 [gridgate_json.encode(r) for r in during],
             )  # fmt: skip
-            # Both writers fail and retry (0.5 s, 1 s, …): more than a second, in which the
-            # consumer fills the write queue behind them and waits for room.
-            await wait_for(
-                lambda: log_path.read_text()[mark:].count(WRITE_FAILED) >= 4, 30, "write retries"
-            )
+            if spool:  # a write times out, then every batch goes to the spool and is acked
+                await wait_for(
+                    lambda: spooled_readings(tmp_path / "spool") == len(during), 60, "the spool"
+                )
+            else:
+                # Both writers fail and retry (0.5 s, 1 s, …): more than a second, in which
+                # the consumer fills the write queue behind them and waits for room.
+                await wait_for(
+                    lambda: log_path.read_text()[mark:].count(WRITE_FAILED) >= 4, 30, "retries"
+                )
             assert gateway.poll() is None, pipeline_log(log_path)
 
             signalled = time.monotonic()
@@ -140,18 +155,22 @@ async def test_influx_outage_loses_nothing_and_a_sigterm_during_it_does_not_hang
             stopped_after = time.monotonic() - signalled
             assert gateway.returncode == 0, pipeline_log(log_path)
             report = last_stop_report(log_path.read_text())
-            # Acknowledged exactly what was written: nothing of the outage.
-            assert report["acked"] == report["written"] == len(before), (report, stopped_after)
-            assert report["write_retries"] >= 4
+            assert report["written"] == len(before), (report, stopped_after)
+            if spool:  # acknowledged what was written and what was spooled
+                assert report["acked"] == report["spooled"] + len(before) == total, report
+            else:  # acknowledged exactly what was written: nothing of the outage
+                assert report["acked"] == len(before), (report, stopped_after)
+                assert report["write_retries"] >= 4
 
             if outage == "frozen":
                 private_influx.thaw()
             else:
                 private_influx.start()
             gateway = start_gateway_process(env, log_path)  # the broker redelivers the rest
-            total = len(before) + len(during)
             await wait_until("every reading after the restart", 120, lambda: stored_at_least(total))
             stored = await stored_points(influx)
+            if spool:
+                await wait_for(lambda: spooled_readings(tmp_path / "spool") == 0, 30, "replay")
         expected = expected_points(before + during)
         assert len(expected) == total
         assert not expected - stored, f"lost: {sorted(expected - stored)[:5]}"

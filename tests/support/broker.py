@@ -33,10 +33,13 @@ class PrivateBroker:
         auth: str = "",
         autosave: str = "autosave_interval 1\n",
         listener: str = "",
+        inflight: int = 10_000,
+        queued: int = 1_000_000,
     ) -> None:
         """`auth`: access lines (`gridgate broker-config`'s mosquitto-auth.conf) in place of
         `allow_anonymous`; `autosave`: the persistence lines; `listener`: lines for the
-        listener (its TLS files)."""
+        listener (its TLS files); `inflight`, `queued`: the per-client windows (beyond both,
+        Mosquitto drops QoS 1 messages)."""
         self.port = free_port()
         self.root = root
         (root / "data").mkdir(parents=True, exist_ok=True)
@@ -45,8 +48,8 @@ class PrivateBroker:
         (root / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\n{listener}"
             f"{access}persistence true\n"
-            f"persistence_location {root / 'data'}/\nmax_inflight_messages 10000\n"
-            f"max_queued_messages 1000000\n{autosave}" + (f"user {user}\n" if user else "")
+            f"persistence_location {root / 'data'}/\nmax_inflight_messages {inflight}\n"
+            f"max_queued_messages {queued}\n{autosave}" + (f"user {user}\n" if user else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -28,6 +28,7 @@ def gateway_env(services: Services, community: str, database: str, tmp: Path) ->
         "GRIDGATE_COMMUNITY": community,
         "GRIDGATE_MQTT_CLIENT_ID": f"gw-{community}",
         "GRIDGATE_DEADLETTER_PATH": str(tmp / "deadletter.sqlite3"),
+        "GRIDGATE_SPOOL_DIR": str(tmp / "spool"),
         "GRIDGATE_LINGER_MS": "50",
         # ad-hoc devices: these tests are about transport and storage, not the registry
         "GRIDGATE_REQUIRE_REGISTRATION": "false",
