@@ -9,13 +9,11 @@ one serves every other test in parallel.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,7 +22,12 @@ from devices.families import Family
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.retention import rp_name
 from simulators.mqtt_tools import drop_session, publish_all
-from tests.support.gateway_util import gateway_env, start_gateway_process
+from tests.support.gateway_util import (
+    gateway_env,
+    last_stop_report,
+    pipeline_log,
+    start_gateway_process,
+)
 from tests.support.influx_util import PrivateInflux
 from tests.support.polling import wait_for
 from tests.support.readings import expected_points, family_readings, stored_points
@@ -58,20 +61,6 @@ async def wait_until(what: str, timeout_s: float, check: Callable[[], Awaitable[
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.1)
-
-
-def pipeline_log(log_path: Path) -> str:
-    """The gateway log's last lines about ingestion (not the alerts these readings raise)."""
-    keep = ("gateway.pipeline", "gateway.mqtt.source", "gridgate:", "Traceback", "Error")
-    lines = [ln for ln in log_path.read_text().splitlines() if any(k in ln for k in keep)]
-    return "\n".join(lines[-30:])
-
-
-def last_stop_report(log_text: str) -> dict[str, Any]:
-    """The counters `gridgate run` logs as it exits ("stopped: {...}")."""
-    line = [ln for ln in log_text.splitlines() if "stopped: {" in ln][-1]
-    report: dict[str, Any] = json.loads(line.split("stopped: ", 1)[1])
-    return report
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,13 @@ import pytest
 from adapters import gridgate_json
 from gateway.storage.influx_v1 import InfluxV1Client
 from simulators.mqtt_tools import publish_all
-from tests.integration.test_influx_outage import last_stop_report, pipeline_log
 from tests.support.broker import PrivateBroker
-from tests.support.gateway_util import gateway_env, start_gateway_process
+from tests.support.gateway_util import (
+    gateway_env,
+    last_stop_report,
+    pipeline_log,
+    start_gateway_process,
+)
 from tests.support.influx_util import PrivateInflux
 from tests.support.polling import wait_for
 from tests.support.readings import expected_points, family_readings, stored_points

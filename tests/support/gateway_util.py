@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.runtime import run_gateway
@@ -78,3 +80,17 @@ def start_gateway_process(env: dict[str, str], log_path: Path) -> subprocess.Pop
             raise RuntimeError("gateway did not subscribe:\n" + log_path.read_text()[-2000:])
         time.sleep(0.05)
     return proc
+
+
+def pipeline_log(log_path: Path) -> str:
+    """The gateway log's last lines about ingestion (not the alerts these readings raise)."""
+    keep = ("gateway.pipeline", "gateway.mqtt.source", "gridgate:", "Traceback", "Error")
+    lines = [ln for ln in log_path.read_text().splitlines() if any(k in ln for k in keep)]
+    return "\n".join(lines[-30:])
+
+
+def last_stop_report(log_text: str) -> dict[str, Any]:
+    """The counters `gridgate run` logs as it exits ("stopped: {...}")."""
+    line = [ln for ln in log_text.splitlines() if "stopped: {" in ln][-1]
+    report: dict[str, Any] = json.loads(line.split("stopped: ", 1)[1])
+    return report

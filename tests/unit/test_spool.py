@@ -9,15 +9,15 @@ import shutil
 import struct
 from pathlib import Path
 
+from adapters.registry import default_registry
 from gateway.pipeline.core import Pipeline, PipelineConfig
 from gateway.pipeline.deadletter import DeadLetterStore
 from gateway.storage.spool import LineSource, Spool, SpoolRecord
-from tests.unit.test_pipeline import (
+from tests.support.pipeline_doubles import (
     NOW_MS,
     PRIVACY,
     FlakyWriter,
     ListSource,
-    default_registry,
     device_of_line,
     msg,
 )
