@@ -261,6 +261,7 @@ class Gateway:
             keepalive_s=settings.mqtt_keepalive_s,
             bulk=settings.mqtt_bulk_client,
             tls=mqtt_tls(settings),
+            max_held_bytes=settings.mqtt_max_held_mb * 1024 * 1024,
         ) as source:
             self.source = source
             alerts = self.alerts

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     mqtt_keepalive_s: int = Field(default=30, ge=5)
     # paho with bulk receive/ack (gateway/mqtt/paho_fast.py); false = the stock paho client.
     mqtt_bulk_client: bool = True
+    # Received but not yet acked: past this nothing more is read from the socket (the broker
+    # keeps the rest), so a backlog or a junk burst cannot grow the gateway's memory.
+    mqtt_max_held_mb: int = Field(default=64, ge=1, le=4096)
     # Which community's topics to subscribe to ("+" = every community on the broker).
     community: str = Field(default="+", pattern=r"^(\+|[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
     # TLS to the broker (and the members' broker): the broker's certificate checked against

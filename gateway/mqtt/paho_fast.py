@@ -9,6 +9,9 @@ subclass changes only those three things:
   tells its loop not to wait in `select` while bytes are already buffered;
 * `loop_read` handles up to `READ_BURST` packets per wake-up instead of one;
 * `ack_many` queues all PUBACKs of a written batch as one write with one wake-up;
+* `read_paused` (a callable) stops reading while it says so — the byte budget of what is
+  received but not yet acked: the loop still writes acks and keepalive pings, and the broker
+  keeps what is not read;
 * `on_message` is called directly: the stock client first matches every topic against the
   per-topic callbacks of `message_callback_add` (a third of its receive time here), which
   this client does not offer.
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 READ_BURST = 256
+PAUSE_S = 0.01  # while over the byte budget: how long a read is put off
 RECV_BYTES = 256 * 1024
 _PUBACK = 0x40
 _INTERNALS = (
@@ -74,6 +79,9 @@ class ReadBufferedSocket:
 
 
 class BulkClient(mqtt.Client):
+    read_paused: Callable[[], bool] | None = None
+    _kept_alive = 0.0  # when a packet was last read while paused
+
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if isinstance(sock, socket.socket):  # plain TCP/unix only; TLS already buffers
@@ -81,9 +89,19 @@ class BulkClient(mqtt.Client):
         return sock
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        paused = self.read_paused
         for _ in range(READ_BURST):
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if paused is not None and paused():
+                now = time.monotonic()
+                if now - self._kept_alive < self._keepalive / 3:
+                    # select() says readable until we read: without the sleep it would spin
+                    time.sleep(PAUSE_S)
+                    break
+                # one packet now and then: paho counts bytes received as the broker's sign of
+                # life, and would otherwise close the connection after a minute's pause
+                self._kept_alive = now
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 RETRY_MIN_S, RETRY_MAX_S = 1, 30  # paho's reconnect backoff: doubling between these
 REPORT_EVERY_S = 30.0  # an outage that goes on is logged again this often
+# What a received message costs beyond its payload and topic (Message, token, deque slot),
+# measured with tracemalloc: the budget counts it so that many tiny messages add up too.
+MESSAGE_OVERHEAD = 400
 BACKOFF = f"with backoff ({RETRY_MIN_S} s doubling to {RETRY_MAX_S} s)"
 # CONNACK reason codes (paho maps MQTT 3.1.1's return codes to MQTT 5's) → the setting to check
 _BAD_CREDENTIALS = {134, 135}  # bad user name or password; not authorized
@@ -76,6 +79,7 @@ class _Token:
     mid: int
     qos: int
     generation: int  # the connection it came on: a mid means nothing on a later connection
+    size: int  # what it counts against the byte budget until acked
 
 
 class PahoSource:
@@ -94,9 +98,12 @@ class PahoSource:
         bulk: bool = True,
         settings_prefix: str = "GRIDGATE_MQTT_",
         tls: MqttTls | None = None,
+        max_held_bytes: int = 0,
     ) -> None:
         """`settings_prefix` names the variables that set host, port, credentials and client
-        id, so that a connection problem says which setting to look at."""
+        id, so that a connection problem says which setting to look at. `max_held_bytes`
+        (0: none) bounds what is received but not yet acked: past it nothing more is read
+        from the socket (the broker keeps the rest), so memory does not follow a backlog."""
         self._host, self._port, self._keepalive = host, port, keepalive_s
         self._prefix = settings_prefix
         self._credentials = (bool(username), bool(username) and password is not None)
@@ -105,6 +112,11 @@ class PahoSource:
         self._ever_up = False
         self._subscriptions = list(subscriptions)
         self._buffer: collections.deque[Message] = collections.deque()
+        # bytes received (written by paho's thread only) and acked (the event loop's only):
+        # their difference is what the budget counts, without a lock or a lost update
+        self._received_bytes = 0
+        self._acked_bytes = 0
+        self.max_held_bytes = max_held_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._waiting = False
@@ -133,6 +145,10 @@ class PahoSource:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        if isinstance(client, paho_fast.BulkClient) and max_held_bytes:
+            client.read_paused = self._over_budget
+        elif max_held_bytes:
+            log.warning("the stock paho client cannot pause reading: no byte budget")
         self._client = client
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -250,13 +266,19 @@ class PahoSource:
         why = "connection lost" if getattr(reason, "value", None) == _UNSPECIFIED else str(reason)
         log.error("MQTT disconnected from %s: %s; reconnecting %s", self._broker, why, BACKOFF)
 
+    def _over_budget(self) -> bool:
+        return self._received_bytes - self._acked_bytes >= self.max_held_bytes
+
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        size = len(payload) + len(msg._topic) + MESSAGE_OVERHEAD
+        self._received_bytes += size
         self._buffer.append(
             Message(
                 msg._topic.decode("utf-8", "replace"),
-                bytes(msg.payload),
+                payload,
                 time.time_ns(),
-                _Token(msg.mid, msg.qos, self._generation),
+                _Token(msg.mid, msg.qos, self._generation, size),
             )
         )
         if self._waiting:
@@ -279,6 +301,7 @@ class PahoSource:
         return [buffer.popleft() for _ in range(n)]
 
     def ack(self, messages: Sequence[Message]) -> None:
+        self._acked_bytes += sum(m.token.size for m in messages)
         generation = self._generation
         # QoS 0 needs no ack; a message from an earlier connection will be redelivered, and
         # its mid may mean another message on this one.
@@ -297,6 +320,11 @@ class PahoSource:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes received and not yet acked (what the budget counts)."""
+        return self._received_bytes - self._acked_bytes
 
 
 class _Outage:
