@@ -1,0 +1,179 @@
+"""Peak memory of `gridgate run` draining a large backlog, and during an InfluxDB outage with
+1 MB junk messages mixed in (issue 14: target ≤ 250 MB).
+
+Each case runs twice, one after the other: with the byte budget (the default
+GRIDGATE_MQTT_MAX_HELD_MB) and without one (4096 MB: the gateway reads as fast as the broker
+sends, as before the budget), so the figure comes with its baseline from the same run. The
+peak is the kernel's VmHWM of the gateway process, read once at the end: nothing polls the
+process while it works. A private Mosquitto (no message size limit, so the junk reaches the
+gateway) and a private influxd (stopped for the outage case); every good reading must be in
+InfluxDB at the end.
+
+    .venv/bin/python -m bench.memory [--backlog 1000000] [--junk 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.ingest import make_session, messages
+from gateway.storage.retention import qualified
+from privacy.keys import KeyRing
+from simulators.mqtt_tools import drop_session, publish_all
+from tests.support.broker import PrivateBroker
+from tests.support.influx_util import PrivateInflux
+from tests.support.services import ROOT
+
+MB = 1024 * 1024
+NO_BUDGET_MB = "4096"
+
+
+def stored(url: str, database: str) -> int:
+    total = 0
+    for m in ("access", "safety", "meter", "elder"):
+        r = httpx.post(
+            f"{url}/query",
+            params={"db": database, "q": f'SELECT count("schema") FROM {qualified(m)}'},
+            timeout=60,
+        )
+        for res in r.json().get("results", []):
+            for s in res.get("series", []):
+                total += int(s["values"][0][1])
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def run_case(
+    broker: PrivateBroker, influx: PrivateInflux, tmp: Path, name: str, budget_mb: str,
+    good: list[tuple[str, bytes]], junk: int, outage: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """(peak RSS MB, seconds) of one gateway draining `good` (+ `junk` 1 MB messages)."""
+    community = good[0][0].split("/")[2]
+    client_id = f"mem-{name}"
+    database = f"mem_{name}"
+    work = tmp / name
+    work.mkdir()
+    env = {
+        **os.environ,
+        "GRIDGATE_MQTT_PORT": str(broker.port),
+        "GRIDGATE_INFLUX_URL": influx.url,
+        "GRIDGATE_INFLUX_DATABASE": database,
+        "GRIDGATE_COMMUNITY": community,
+        "GRIDGATE_MQTT_CLIENT_ID": client_id,
+        "GRIDGATE_MQTT_MAX_HELD_MB": budget_mb,
+        "GRIDGATE_DEADLETTER_PATH": str(work / "dl.sqlite3"),
+        "GRIDGATE_SPOOL_DIR": str(work / "spool"),
+        "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_ALERTS": "false",
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
+            KeyRing.generate_file(work / "pseudonym.key") and work / "pseudonym.key"
+        ),
+        "GRIDGATE_REGISTRY_URL": f"sqlite:///{work / 'registry.sqlite3'}",
+        "GRIDGATE_AUDIT_PATH": str(work / "audit.sqlite3"),
+        "GRIDGATE_LOG_LEVEL": "WARNING",
+    }
+    make_session_on(broker.port, client_id, f"gridgate/v1/{community}/+/+/+")
+    junk_msgs = [
+        (f"gridgate/v1/{community}/meter/junk-{i}/telemetry", b"\x00" * MB) for i in range(junk)
+    ]
+    if outage:
+        influx.stop()
+    mixed = good[: len(good) // 2] + junk_msgs + good[len(good) // 2 :]
+    print(f"  {name}: publishing {len(good):,} readings + {junk} × 1 MB junk …", flush=True)
+    publish_all("127.0.0.1", broker.port, mixed, max_inflight=1000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(work / "log").open("wb"),
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        if outage:  # until everything is spooled (the spool holds the good readings)
+            while not _spooled_all(work, len(good)):
+                time.sleep(1)
+                if proc.poll() is not None:
+                    raise RuntimeError((work / "log").read_text()[-2000:])
+            influx.start()
+        while (n := stored(influx.url, database)) < len(good):
+            if proc.poll() is not None or time.monotonic() - started > 1800:
+                raise RuntimeError(f"{n} of {len(good)}: " + (work / "log").read_text()[-2000:])
+            time.sleep(2)  # a slow poll: the measured gateway has the machine
+        seconds = time.monotonic() - started
+        peak = peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        drop_session("127.0.0.1", broker.port, client_id)
+    return peak, seconds
+
+
+def _spooled_all(work: Path, n: int) -> bool:
+    from tests.support.spool import spooled_readings
+
+    return spooled_readings(work / "spool") >= n
+
+
+def make_session_on(port: int, client_id: str, topic_filter: str) -> None:
+    import bench.ingest as ingest
+
+    ingest.MQTT_PORT = port
+    make_session(client_id, topic_filter)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="readings in the backlog")
+    parser.add_argument("--junk", type=int, default=1000, help="1 MB junk messages in the outage")
+    parser.add_argument("--outage-readings", type=int, default=50_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gridgate-mem-"))
+    # no message size limit (the junk must reach the gateway), no snapshots while it works
+    broker = PrivateBroker(tmp / "mq", queued=10_000_000, autosave="autosave_interval 3600\n")
+    influx = PrivateInflux(tmp / "influxd")
+    broker.start()
+    influx.start()
+    results: list[tuple[str, float, float, float, float]] = []
+    try:
+        backlog = messages("membacklog", args.backlog)
+        outage = messages("memoutage", args.outage_readings)
+        for case, good, junk, down in (
+            (f"backlog of {args.backlog:,}", backlog, 0, False),
+            (f"outage, {args.outage_readings:,} + {args.junk} × 1 MB junk", outage, args.junk, True),
+        ):  # fmt: skip
+            tag = "backlog" if junk == 0 else "outage"
+            base_peak, base_s = run_case(
+                broker, influx, tmp, f"{tag}_nobudget", NO_BUDGET_MB, good, junk, down
+            )
+            peak, secs = run_case(broker, influx, tmp, f"{tag}_budget", "64", good, junk, down)
+            results.append((case, peak, base_peak, secs, base_s))
+    finally:
+        broker.stop()
+        influx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{'case':<44} {'peak RSS':>9} {'no budget':>10} {'ratio':>6} {'time ratio':>10}")
+    for case, peak, base, secs, base_s in results:
+        print(
+            f"{case:<44} {peak:>6.0f} MB {base:>7.0f} MB {peak / base:>6.2f} {secs / base_s:>10.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
