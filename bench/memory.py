@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=1_000_000, help="readings in the backlog")
     parser.add_argument("--junk", type=int, default=1000, help="1 MB junk messages in the outage")
     parser.add_argument("--outage-readings", type=int, default=50_000)
+    parser.add_argument("--budget-mb", default="16", help="GRIDGATE_MQTT_MAX_HELD_MB measured")
+    parser.add_argument("--cases", default="backlog,outage", help="which cases, comma-separated")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gridgate-mem-"))
     # no message size limit (the junk must reach the gateway), no snapshots while it works
@@ -151,23 +153,28 @@ def main() -> int:
     influx.start()
     results: list[tuple[str, float, float, float, float]] = []
     try:
-        backlog = messages("membacklog", args.backlog)
-        outage = messages("memoutage", args.outage_readings)
-        for case, good, junk, down in (
-            (f"backlog of {args.backlog:,}", backlog, 0, False),
-            (f"outage, {args.outage_readings:,} + {args.junk} × 1 MB junk", outage, args.junk, True),
+        backlog = messages("membacklog", args.backlog if "backlog" in args.cases else 1)
+        outage = messages("memoutage", args.outage_readings if "outage" in args.cases else 1)
+        for tag, case, good, junk, down in (
+            ("backlog", f"backlog of {args.backlog:,}", backlog, 0, False),
+            ("outage", f"outage, {args.outage_readings:,} + {args.junk} × 1 MB junk", outage,
+             args.junk, True),
         ):  # fmt: skip
-            tag = "backlog" if junk == 0 else "outage"
+            if tag not in args.cases.split(","):
+                continue
             base_peak, base_s = run_case(
                 broker, influx, tmp, f"{tag}_nobudget", NO_BUDGET_MB, good, junk, down
             )
-            peak, secs = run_case(broker, influx, tmp, f"{tag}_budget", "64", good, junk, down)
+            peak, secs = run_case(
+                broker, influx, tmp, f"{tag}_budget", args.budget_mb, good, junk, down
+            )
             results.append((case, peak, base_peak, secs, base_s))
     finally:
         broker.stop()
         influx.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{'case':<44} {'peak RSS':>9} {'no budget':>10} {'ratio':>6} {'time ratio':>10}")
+    print(f"\nbudget {args.budget_mb} MB vs none (4096 MB); time ratio: drain time vs none")
+    print(f"{'case':<44} {'peak RSS':>9} {'no budget':>10} {'ratio':>6} {'time ratio':>10}")
     for case, peak, base, secs, base_s in results:
         print(
             f"{case:<44} {peak:>6.0f} MB {base:>7.0f} MB {peak / base:>6.2f} {secs / base_s:>10.2f}"

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     mqtt_bulk_client: bool = True
     # Received but not yet acked: past this nothing more is read from the socket (the broker
     # keeps the rest), so a backlog or a junk burst cannot grow the gateway's memory.
-    mqtt_max_held_mb: int = Field(default=64, ge=1, le=4096)
+    mqtt_max_held_mb: int = Field(default=16, ge=1, le=4096)
     # Which community's topics to subscribe to ("+" = every community on the broker).
     community: str = Field(default="+", pattern=r"^(\+|[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$")
     # TLS to the broker (and the members' broker): the broker's certificate checked against

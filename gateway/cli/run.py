@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from devices.errors import StorageError
 from gateway.cli.progress import report_progress
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.settings import Settings
@@ -37,12 +38,18 @@ async def run_command(settings: Settings, progress: bool, api: bool = False) -> 
         reporter = asyncio.create_task(
             report_progress(metrics, stop, interval_s=10.0), name="progress"
         )
-    await run_with_api(settings, stop, metrics, api=api)
+    status = 0
+    try:
+        await run_with_api(settings, stop, metrics, api=api)
+    except* StorageError as group:  # refused for good (an account, a schema): the fix is named
+        for exc in group.exceptions:
+            log.error("gridgate run: %s", exc)
+        status = 1
     stop.set()
     if reporter:
         await reporter
     log.info("stopped: %s", json.dumps(metrics.snapshot(), ensure_ascii=False))
-    return 0
+    return status
 
 
 async def run_with_api(

@@ -76,8 +76,9 @@ class Spooler:
         """Spool one write durably; False when the spool is full (the caller keeps it)."""
         record = SpoolRecord(rp, tuple(lines), tuple(sources))
         taken = await asyncio.to_thread(self.spool.append, [record])
-        self._set_full(not taken)
-        if taken:
+        if not taken:  # full until the replay has emptied half of it (no flapping alert)
+            self._set_full(True)
+        else:
             self.metrics.spooled += len(lines) - list(sources).count(None)  # readings
             self._work.set()
         self._publish_stats()

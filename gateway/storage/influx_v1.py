@@ -31,6 +31,7 @@ import httpx
 from devices.errors import StorageError
 
 CA_VARIABLE = "GRIDGATE_INFLUX_TLS_CA_FILE"
+USER_VARIABLE, PASSWORD_VARIABLE = "GRIDGATE_INFLUX_USERNAME", "GRIDGATE_INFLUX_PASSWORD"
 
 __all__ = ["InfluxV1Client", "quote_ident", "quote_literal"]
 
@@ -90,6 +91,7 @@ class InfluxV1Client:
         self.database = database
         self.retention_policy = retention_policy
         self.retention_policies = dict(retention_policies or {})
+        self._account = "no user name" if username is None else f"user {username!r}"
         # Basic auth, not u=/p= parameters: a password in a URL ends up in access logs.
         auth = httpx.BasicAuth(username, password or "") if username is not None else None
         verify: ssl.SSLContext | bool = (
@@ -257,9 +259,12 @@ class InfluxV1Client:
         return results
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One HTTP request with transport failures turned into retryable StorageErrors."""
+        """One HTTP request with transport failures turned into retryable StorageErrors, and
+        a refused account into one that names the settings: at start (a query) it ends the
+        gateway, since a password does not fix itself; for a write (the account revoked under a
+        running gateway) it is retried or spooled — the points are not at fault."""
         try:
-            return await self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise StorageError(f"InfluxDB at {self.url} timed out", retryable=True) from exc
         except httpx.TransportError as exc:
@@ -275,6 +280,15 @@ class InfluxV1Client:
             ) from exc
         except httpx.HTTPError as exc:
             raise StorageError(f"InfluxDB request failed: {exc}", retryable=False) from exc
+        if response.status_code in (401, 403):
+            raise StorageError(
+                f"InfluxDB at {self.url} refused {self._account} ({response.status_code}:"
+                f" {_error_text(response)[:120]}): check {USER_VARIABLE} and"
+                f" {PASSWORD_VARIABLE}; the account needs ALL PRIVILEGES to create the"
+                " database and its retention policies",
+                retryable=path == "/write",
+            )
+        return response
 
     @staticmethod
     def _retryable(status: int) -> bool:

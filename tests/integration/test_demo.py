@@ -204,9 +204,9 @@ def test_ctrl_c_stops_the_simulator_drains_the_broker_and_sums_up(
     assert rc == 0, text
     assert "demo: simulated time" in text and "(UTC+8) at 300× (24 s real)" in text
     published = number(r"messages  ([\d,]+) published", text)
-    assert published == number(r"· ([\d,]+) received", text) > 0
-    assert number(r"· ([\d,]+) still queued", text) == 0
-    assert "stay queued at the broker" not in text
+    assert published == number(r"· ([\d,]+) received", text) > 0, text
+    assert number(r"· ([\d,]+) still queued", text) == 0, text
+    assert "stay queued at the broker" not in text, text
     assert "reached the present" not in text  # it was stopped before
 
 

@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 
 from adapters import gridgate_json
+from gateway.alerts.model import Alert
+from gateway.alerts.store import AlertStore
+from gateway.audit.store import AuditStore
+from gateway.registry import Registry
 from gateway.storage.influx_v1 import InfluxV1Client
 from simulators.mqtt_tools import publish_all
 from tests.support.broker import PrivateBroker
@@ -31,6 +35,7 @@ from tests.support.gateway_util import (
 from tests.support.influx_util import PrivateInflux
 from tests.support.polling import wait_for
 from tests.support.readings import expected_points, family_readings, stored_points
+from tests.support.registered import registered_community
 from tests.support.services import Services
 from tests.support.spool import spooled_readings
 
@@ -144,3 +149,66 @@ async def test_an_outage_longer_than_the_broker_queue_is_spooled_and_replayed_ex
             assert report["acked"] == len(messages), report
     finally:
         stop_gracefully(gateway)
+
+
+def spool_full_alerts(registry_url: str, audit_path: Path) -> list[Alert]:
+    with Registry.open(registry_url) as registry, AuditStore(audit_path) as audit:
+        return [a for a in AlertStore(registry, audit).alerts() if a.kind == "spool_full"]
+
+
+async def test_a_full_spool_leaves_the_rest_at_the_broker_and_raises_an_alert(
+    private_influx: PrivateInflux,
+    services: Services,
+    unique: str,
+    influx_db: str,
+    tmp_path: Path,
+) -> None:
+    """SPOOL_MAX_MB=1 and 8,000 readings (about three spools' worth) while InfluxDB is down:
+    the gateway spools until full, stops acking (the broker keeps the rest), and the community's
+    duty desk gets a level II `spool_full` alert; once InfluxDB is back, every reading is
+    stored and the alert clears itself."""
+    _, registry_url, _ = registered_community(60, 91, unique, tmp_path)
+    broker = PrivateBroker(tmp_path / "big-mq")  # the production windows: it holds the rest
+    broker.start()
+    readings = family_readings(unique, 2000, int(time.time() * 1000) - 3_600_000)
+    spool_dir, audit_path = tmp_path / "spool", tmp_path / "audit.sqlite3"
+    env = gateway_env(services, unique, influx_db, tmp_path) | {
+        "GRIDGATE_MQTT_PORT": str(broker.port),
+        "GRIDGATE_INFLUX_URL": private_influx.url,
+        "GRIDGATE_INFLUX_TIMEOUT_S": "2",
+        "GRIDGATE_SPOOL_PROBE_S": "0.2",
+        "GRIDGATE_SPOOL_MAX_MB": "1",
+        "GRIDGATE_REGISTRY_URL": registry_url,
+        "GRIDGATE_AUDIT_PATH": str(audit_path),
+    }
+    log_path = tmp_path / "gateway.log"
+    gateway = start_gateway_process(env, log_path)
+    try:
+        private_influx.stop()
+        await asyncio.to_thread(
+            publish_all, "127.0.0.1", broker.port, [gridgate_json.encode(r) for r in readings]
+        )
+        await wait_for(lambda: bool(spool_full_alerts(registry_url, audit_path)), 60, "alert")
+        [alert] = spool_full_alerts(registry_url, audit_path)
+        assert alert.severity.name == "II" and alert.place == unique
+        held = spooled_readings(spool_dir)
+        assert 1000 < held < len(readings) // 2, held  # full: the rest waits at the broker
+        assert sum(p.stat().st_size for p in spool_dir.glob("*.spool")) <= 1024 * 1024
+        assert "spool full" in log_path.read_text()
+
+        private_influx.start()
+        async with InfluxV1Client(private_influx.url, influx_db) as influx:
+            expected = expected_points(readings)
+            deadline = time.monotonic() + 120
+            while (stored := await stored_points(influx)) != expected:
+                assert not stored - expected, f"not published: {sorted(stored - expected)[:3]}"
+                if time.monotonic() > deadline:
+                    pytest.fail(f"lost: {sorted(expected - stored)[:3]}\n{pipeline_log(log_path)}")
+                await asyncio.sleep(0.2)
+        await wait_for(
+            lambda: spool_full_alerts(registry_url, audit_path)[0].state.value == "cleared",
+            30, "the alert to clear",
+        )  # fmt: skip
+    finally:
+        stop_gracefully(gateway)
+        broker.stop()

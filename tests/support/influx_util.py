@@ -27,8 +27,11 @@ def free_port() -> int:
 
 
 class PrivateInflux:
-    def __init__(self, root: Path, *, https: tuple[Path, Path] | None = None) -> None:
-        """`https`: (certificate, key) to serve https instead of http."""
+    def __init__(
+        self, root: Path, *, https: tuple[Path, Path] | None = None, auth: bool = False
+    ) -> None:
+        """`https`: (certificate, key) to serve https instead of http; `auth`: users and
+        passwords required (influxd lets the first admin be created without)."""
         self.root = root
         self.http_port = free_port()
         self.rpc_port = free_port()
@@ -69,7 +72,7 @@ bind-address = "{HOST}:{self.rpc_port}"
 [http]
   enabled = true
   bind-address = "{HOST}:{self.http_port}"
-  auth-enabled = false
+  auth-enabled = {"true" if auth else "false"}
   log-enabled = false
   write-tracing = false
   pprof-enabled = false
