@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,11 +30,11 @@ from gateway.mqtt.broker_config import (
     auth_conf,
     write_config,
 )
-from tests.support.broker import PrivateBroker
+from tests.support.broker import PrivateBroker, free_port
 from tests.support.gateway_util import running_gateway, settings_for
 from tests.support.polling import wait_for
 from tests.support.readings import family_readings
-from tests.support.services import Services
+from tests.support.services import ROOT, Services
 
 pytestmark = pytest.mark.integration
 
@@ -220,3 +222,51 @@ def wait_for_sync(condition: object, timeout: float = 10.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_the_services_script_runs_the_broker_with_the_generated_files(
+    tmp_path: Path, unique: str
+) -> None:
+    """`GRIDGATE_BROKER_AUTH_CONF=…/mosquitto-auth.conf scripts/services.sh start`: the local
+    broker with the accounts and ACL instead of anonymous access."""
+    users = accounts([(d, "gridgate_json") for d in DEVICES], MEMBERS, [])
+    write_config(tmp_path / "broker", default_registry(unique).subscriptions(), users)
+    with (tmp_path / "broker" / "credentials.csv").open(newline="") as f:
+        pw = {row["username"]: row["password"] for row in csv.DictReader(f)}
+    env = {
+        **os.environ,
+        "GRIDGATE_RUN_DIR": str(tmp_path / "run"),
+        "GRIDGATE_MQTT_PORT": str(free_port()),
+        "GRIDGATE_INFLUX_PORT": str(free_port()),
+        "GRIDGATE_INFLUX_RPC_PORT": str(free_port()),
+        "GRIDGATE_BROKER_AUTH_CONF": str(tmp_path / "broker" / "mosquitto-auth.conf"),
+    }
+    script = str(ROOT / "scripts" / "services.sh")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        port = int(env["GRIDGATE_MQTT_PORT"])
+        with client(port, None, None, f"anon-{unique}") as anonymous:
+            assert anonymous.rc == 135  # not authorized
+        with client(port, GATEWAY_USER, pw[GATEWAY_USER], GATEWAY_USER) as gateway:
+            assert gateway.rc == 0
+        with client(port, "m-000", "wrong", "m-000") as wrong:
+            assert wrong.rc in (134, 135)  # bad user name or password
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+
+
+def test_the_services_script_names_a_missing_auth_file(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "GRIDGATE_RUN_DIR": str(tmp_path / "run"),
+        "GRIDGATE_MQTT_PORT": str(free_port()),
+        "GRIDGATE_INFLUX_PORT": str(free_port()),
+        "GRIDGATE_INFLUX_RPC_PORT": str(free_port()),
+        "GRIDGATE_BROKER_AUTH_CONF": str(tmp_path / "nowhere.conf"),
+    }
+    script = str(ROOT / "scripts" / "services.sh")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
+    assert started.returncode == 1
+    assert "GRIDGATE_BROKER_AUTH_CONF" in started.stderr and "broker-config" in started.stderr
