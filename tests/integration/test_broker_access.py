@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from adapters import gridgate_json
 from adapters.registry import default_registry
+from gateway.cli.broker import reload_broker
 from gateway.mqtt.broker_config import (
     ALERTS_USER,
     GATEWAY_USER,
@@ -252,6 +253,21 @@ def test_the_services_script_runs_the_broker_with_the_generated_files(
             assert gateway.rc == 0
         with client(port, "m-000", "wrong", "m-000") as wrong:
             assert wrong.rc in (134, 135)  # bad user name or password
+        # a device imported later: its account works once the broker is told (SIGHUP)
+        more = accounts([(d, "gridgate_json") for d in (*DEVICES, "m-002")], MEMBERS, [])
+        write_config(tmp_path / "broker", default_registry(unique).subscriptions(), more)
+        with (tmp_path / "broker" / "credentials.csv").open(newline="") as f:
+            pw = {row["username"]: row["password"] for row in csv.DictReader(f)}
+        with client(port, "m-002", pw["m-002"], "m-002") as early:
+            assert early.rc in (134, 135)  # not yet: the broker has the old files
+        reload_broker(tmp_path / "run" / "mosquitto" / "mosquitto.pid")
+        deadline = time.monotonic() + 10
+        while True:
+            with client(port, "m-002", pw["m-002"], "m-002") as late:
+                if late.rc == 0:
+                    break
+            assert time.monotonic() < deadline, "the new account never worked"
+            time.sleep(0.2)
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, check=False)
 
