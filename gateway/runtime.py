@@ -175,7 +175,9 @@ class Gateway:
             self.spool = None
             if settings.spool:
                 self.spool = Spool(spool_dir(settings), settings.spool_max_mb * 1024 * 1024)
-                self.spool.open()
+                await asyncio.to_thread(
+                    self.spool.open
+                )  # checks every record: a large one takes seconds
                 stack.callback(self.spool.close)
             self.audit = AuditStore(settings.audit_path)
             stack.callback(self.audit.close)
@@ -240,8 +242,9 @@ class Gateway:
         await self._stack.aclose()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        """Until `stop` is set: wait for InfluxDB, subscribe, run the pipeline and the loops
-        around it; then flush the pipeline and the liveness state. `ready` is set once
+        """Until `stop` is set: subscribe, run the pipeline and the loops around it; then flush
+        the pipeline and the liveness state. Without a spool it first waits for InfluxDB; with
+        one it starts at once and spools until InfluxDB answers. `ready` is set once
         subscribed."""
         settings = self.settings
         if self.spool is None:

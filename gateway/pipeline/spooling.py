@@ -119,7 +119,12 @@ class Spooler:
             if self.down and not await self._answers():
                 await _either(stop, None, self.probe_s)
                 continue
-            segment = await asyncio.to_thread(self.spool.oldest)
+            try:
+                segment = await asyncio.to_thread(self.spool.oldest)
+            except OSError as exc:  # the disk: try again, the segment stays where it is
+                log.error("spool: cannot read the oldest segment, retrying: %s", exc)
+                await _either(stop, None, self.probe_s)
+                continue
             if segment is None:
                 continue
             if await self._replay(segment.records, stop):
