@@ -52,6 +52,31 @@ def stored(url: str, database: str) -> int:
     return total
 
 
+def gateway_env(
+    work: Path, mqtt_port: int, influx_url: str, database: str, community: str, client_id: str
+) -> dict[str, str]:
+    """`gridgate run` against the benchmark's private broker and influxd, all its files in
+    `work`, without registry or alerts (what is measured is ingestion)."""
+    return {
+        **os.environ,
+        "GRIDGATE_MQTT_PORT": str(mqtt_port),
+        "GRIDGATE_INFLUX_URL": influx_url,
+        "GRIDGATE_INFLUX_DATABASE": database,
+        "GRIDGATE_COMMUNITY": community,
+        "GRIDGATE_MQTT_CLIENT_ID": client_id,
+        "GRIDGATE_DEADLETTER_PATH": str(work / "dl.sqlite3"),
+        "GRIDGATE_SPOOL_DIR": str(work / "spool"),
+        "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_ALERTS": "false",
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
+            KeyRing.generate_file(work / "pseudonym.key") and work / "pseudonym.key"
+        ),
+        "GRIDGATE_REGISTRY_URL": f"sqlite:///{work / 'registry.sqlite3'}",
+        "GRIDGATE_AUDIT_PATH": str(work / "audit.sqlite3"),
+        "GRIDGATE_LOG_LEVEL": "INFO",
+    }
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -69,24 +94,8 @@ def run_case(
     database = f"mem_{name}"
     work = tmp / name
     work.mkdir()
-    env = {
-        **os.environ,
-        "GRIDGATE_MQTT_PORT": str(broker.port),
-        "GRIDGATE_INFLUX_URL": influx.url,
-        "GRIDGATE_INFLUX_DATABASE": database,
-        "GRIDGATE_COMMUNITY": community,
-        "GRIDGATE_MQTT_CLIENT_ID": client_id,
+    env = gateway_env(work, broker.port, influx.url, database, community, client_id) | {
         "GRIDGATE_MQTT_MAX_HELD_MB": budget_mb,
-        "GRIDGATE_DEADLETTER_PATH": str(work / "dl.sqlite3"),
-        "GRIDGATE_SPOOL_DIR": str(work / "spool"),
-        "GRIDGATE_REQUIRE_REGISTRATION": "false",
-        "GRIDGATE_ALERTS": "false",
-        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
-            KeyRing.generate_file(work / "pseudonym.key") and work / "pseudonym.key"
-        ),
-        "GRIDGATE_REGISTRY_URL": f"sqlite:///{work / 'registry.sqlite3'}",
-        "GRIDGATE_AUDIT_PATH": str(work / "audit.sqlite3"),
-        "GRIDGATE_LOG_LEVEL": "INFO",
     }
     make_session_on(broker.port, client_id, f"gridgate/v1/{community}/+/+/+")
     junk_msgs = [

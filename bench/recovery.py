@@ -13,7 +13,6 @@ GRIDGATE_SPOOL_PROBE_S wakes everything).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -22,8 +21,7 @@ import time
 from pathlib import Path
 
 from bench.ingest import make_session, messages
-from bench.memory import stored
-from privacy.keys import KeyRing
+from bench.memory import gateway_env, stored
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.broker import PrivateBroker
 from tests.support.influx_util import PrivateInflux
@@ -42,23 +40,8 @@ def measure(
     ingest.MQTT_PORT = broker.port
     community = f"rec{name}"
     make_session(name, f"gridgate/v1/{community}/+/+/+")
-    env = {
-        **os.environ,
-        "GRIDGATE_MQTT_PORT": str(broker.port),
-        "GRIDGATE_INFLUX_URL": influx.url,
-        "GRIDGATE_INFLUX_DATABASE": name,
-        "GRIDGATE_COMMUNITY": community,
-        "GRIDGATE_MQTT_CLIENT_ID": name,
+    env = gateway_env(work, broker.port, influx.url, name, community, name) | {
         "GRIDGATE_SPOOL": "true" if spool else "false",
-        "GRIDGATE_DEADLETTER_PATH": str(work / "dl.sqlite3"),
-        "GRIDGATE_SPOOL_DIR": str(work / "spool"),
-        "GRIDGATE_REQUIRE_REGISTRATION": "false",
-        "GRIDGATE_ALERTS": "false",
-        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
-            KeyRing.generate_file(work / "pseudonym.key") and work / "pseudonym.key"
-        ),
-        "GRIDGATE_REGISTRY_URL": f"sqlite:///{work / 'registry.sqlite3'}",
-        "GRIDGATE_AUDIT_PATH": str(work / "audit.sqlite3"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],

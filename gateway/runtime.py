@@ -307,26 +307,21 @@ class Gateway:
         False if stopped first. A refusal that retrying cannot cure is raised."""
         backoff = Backoff(max_s=10.0)
         while not stop.is_set():
-            try:
-                await self.influx.ensure_schema()
+            if await self._influx_schema_now(f"retrying in {backoff.delay:.1f} s"):
                 return True
-            except StorageError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("InfluxDB not reachable (%s); retrying in %.1f s", exc, backoff.delay)
-                await backoff.wait(stop)
+            await backoff.wait(stop)
         return False
 
-    async def _influx_schema_now(self) -> bool:
-        """Create the schema if InfluxDB answers now; False (spool until it does) if it does
-        not. A refusal that retrying cannot cure is raised."""
+    async def _influx_schema_now(self, meanwhile: str = "spooling until it answers") -> bool:
+        """Create the schema if InfluxDB answers now; False (and a warning saying what happens
+        `meanwhile`) if it does not. A refusal that retrying cannot cure is raised."""
         try:
             await self.influx.ensure_schema()
             return True
         except StorageError as exc:
             if not exc.retryable:
                 raise
-            log.warning("InfluxDB not reachable (%s): spooling until it answers", exc)
+            log.warning("InfluxDB not reachable (%s); %s", exc, meanwhile)
             return False
 
     def _spool_full(self, full: bool) -> None:

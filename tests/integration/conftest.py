@@ -8,7 +8,23 @@ fixtures live in tests/support/fixtures.py (the browser tests use them too).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from tests.support.fixtures import influx_db, services, unique
+from tests.support.influx_util import PrivateInflux
 from tests.support.services import ROOT, Services
 
-__all__ = ["ROOT", "Services", "influx_db", "services", "unique"]
+__all__ = ["ROOT", "Services", "influx_db", "private_influx", "services", "unique"]
+
+
+@pytest.fixture
+def private_influx(tmp_path: Path) -> Iterator[PrivateInflux]:
+    """An influxd of this test's own, which it may stop, freeze or restart: the shared one
+    serves every other test in parallel."""
+    influx = PrivateInflux(tmp_path / "influxd")
+    influx.start()
+    yield influx
+    influx.stop()

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -40,14 +40,6 @@ BATCH = 100
 GRACE_S = 2.0  # the gateway's shutdown grace
 EXIT_BOUND_S = GRACE_S + 10  # generous: a hang check, not a claim about speed
 WRITE_FAILED = "InfluxDB write failed"
-
-
-@pytest.fixture
-def private_influx(tmp_path: Path) -> Iterator[PrivateInflux]:
-    influx = PrivateInflux(tmp_path / "influxd")
-    influx.start()
-    yield influx
-    influx.stop()
 
 
 async def stored_count(influx: InfluxV1Client) -> int:

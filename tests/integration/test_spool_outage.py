@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from adapters import gridgate_json
+from devices.reading import Reading
 from gateway.alerts.model import Alert
 from gateway.alerts.store import AlertStore
 from gateway.audit.store import AuditStore
@@ -47,19 +48,23 @@ CHUNK = 500
 
 
 @pytest.fixture
-def private_influx(tmp_path: Path) -> Iterator[PrivateInflux]:
-    influx = PrivateInflux(tmp_path / "influxd")
-    influx.start()
-    yield influx
-    influx.stop()
-
-
-@pytest.fixture
 def small_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path / "mq", inflight=INFLIGHT, queued=QUEUED)
     broker.start()
     yield broker
     broker.stop()
+
+
+async def until_exactly(influx: InfluxV1Client, readings: list[Reading], log_path: Path) -> None:
+    """Until InfluxDB holds exactly the points of `readings`: one more is a failure at once,
+    one missing after 120 s."""
+    expected = expected_points(readings)
+    deadline = time.monotonic() + 120
+    while (stored := await stored_points(influx)) != expected:
+        assert not stored - expected, f"not published: {sorted(stored - expected)[:3]}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"lost: {sorted(expected - stored)[:3]}\n{pipeline_log(log_path)}")
+        await asyncio.sleep(0.2)
 
 
 def stop_gracefully(gateway: subprocess.Popen[bytes]) -> None:
@@ -132,13 +137,7 @@ async def test_an_outage_longer_than_the_broker_queue_is_spooled_and_replayed_ex
                 assert spooled_readings(spool_dir) == len(messages)
                 gateway = start_gateway_process(env, log_path)
 
-            expected = expected_points(readings)
-            deadline = time.monotonic() + 120
-            while (stored := await stored_points(influx)) != expected:
-                assert not stored - expected, f"not published: {sorted(stored - expected)[:3]}"
-                if time.monotonic() > deadline:
-                    pytest.fail(f"lost: {sorted(expected - stored)[:3]}\n{pipeline_log(log_path)}")
-                await asyncio.sleep(0.2)
+            await until_exactly(influx, readings, log_path)
         await wait_for(lambda: spooled_readings(spool_dir) == 0, 30, "an empty spool")
         stop_gracefully(gateway)
         assert gateway.returncode == 0, pipeline_log(log_path)
@@ -198,13 +197,7 @@ async def test_a_full_spool_leaves_the_rest_at_the_broker_and_raises_an_alert(
 
         private_influx.start()
         async with InfluxV1Client(private_influx.url, influx_db) as influx:
-            expected = expected_points(readings)
-            deadline = time.monotonic() + 120
-            while (stored := await stored_points(influx)) != expected:
-                assert not stored - expected, f"not published: {sorted(stored - expected)[:3]}"
-                if time.monotonic() > deadline:
-                    pytest.fail(f"lost: {sorted(expected - stored)[:3]}\n{pipeline_log(log_path)}")
-                await asyncio.sleep(0.2)
+            await until_exactly(influx, readings, log_path)
         await wait_for(
             lambda: spool_full_alerts(registry_url, audit_path)[0].state.value == "cleared",
             30, "the alert to clear",
