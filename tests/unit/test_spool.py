@@ -181,11 +181,22 @@ async def test_an_outage_is_spooled_acked_and_replayed_in_order(tmp_path: Path) 
     await _until(lambda: len(source.acked) == 23)  # acked while InfluxDB is still down
     assert influx.lines == [] and spool.stats.records >= 5
     assert pipeline.metrics.spooled == 23 and pipeline.metrics.spool_bytes > 0
+    # the order on disk: batch by batch, as the two writers appended them
+    shutil.copytree(tmp_path / "spool", tmp_path / "copy")
+    on_disk = Spool(tmp_path / "copy", 10**9)
+    on_disk.open()
+    spooled = [
+        device_of_line(line)
+        for record in replayed(on_disk)
+        for line, source in zip(record.lines, record.sources, strict=True)
+        if source is not None
+    ]
+    assert sorted(spooled) == sorted(f"m-{i}" for i in range(23))
     influx.up()
     await _until(lambda: spool.empty)
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert [device_of_line(line) for line in influx.lines] == [f"m-{i}" for i in range(23)]
+    assert [device_of_line(line) for line in influx.lines] == spooled  # replayed in that order
     assert pipeline.metrics.replayed == 23 and pipeline.metrics.written == 23
     assert pipeline.metrics.spool_bytes == 0 and pipeline.metrics.backlog == 0
     # all 23 were acked on the strength of the spool: before InfluxDB took a single write
