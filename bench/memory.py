@@ -24,10 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from bench.ingest import make_session, messages
-from gateway.storage.retention import qualified
+from bench.ingest import POLL_S, influx_count, make_session, messages
 from privacy.keys import KeyRing
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.broker import PrivateBroker
@@ -35,21 +32,8 @@ from tests.support.influx_util import PrivateInflux
 from tests.support.services import ROOT
 
 MB = 1024 * 1024
+SETTLED_S = 3.0  # a spool that has not grown this long: everything published is in it
 NO_BUDGET_MB = "4096"
-
-
-def stored(url: str, database: str) -> int:
-    total = 0
-    for m in ("access", "safety", "meter", "elder"):
-        r = httpx.post(
-            f"{url}/query",
-            params={"db": database, "q": f'SELECT count("schema") FROM {qualified(m)}'},
-            timeout=60,
-        )
-        for res in r.json().get("results", []):
-            for s in res.get("series", []):
-                total += int(s["values"][0][1])
-    return total
 
 
 def gateway_env(
@@ -120,10 +104,10 @@ def run_case(
             publish_all("127.0.0.1", broker.port, mixed, max_inflight=1000)
             _until_spool_settles(work / "spool", proc, work / "log")
             influx.start()
-        while (n := stored(influx.url, database)) < len(good):
+        while (n := influx_count(database, influx.url)) < len(good):
             if proc.poll() is not None or time.monotonic() - started > 1800:
                 raise RuntimeError(f"{n} of {len(good)}: " + (work / "log").read_text()[-2000:])
-            time.sleep(2)  # a slow poll: the measured gateway has the machine
+            time.sleep(POLL_S)  # one request on one client: it must not compete
         seconds = time.monotonic() - started
         peak = peak_rss_mb(proc.pid)
     finally:
@@ -134,16 +118,16 @@ def run_case(
 
 
 def _until_spool_settles(spool: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the spool has not grown for 3 s: the gateway has caught up with the broker.
-    File sizes only: reading the spool would compete with the gateway for the CPU."""
-    last, still = -1, 0
-    while still < 3:
-        time.sleep(1)
+    """Until the spool has not grown for `SETTLED_S`: the gateway has caught up with the
+    broker. File sizes only: reading the spool would compete with the gateway for the CPU."""
+    last, changed = -1, time.monotonic()
+    while time.monotonic() - changed < SETTLED_S:
+        time.sleep(POLL_S)
         if proc.poll() is not None:
             raise RuntimeError(log.read_text()[-2000:])
         size = sum(p.stat().st_size for p in spool.glob("*.spool"))
-        still = still + 1 if size == last else 0
-        last = size
+        if size != last:
+            last, changed = size, time.monotonic()
 
 
 def make_session_on(port: int, client_id: str, topic_filter: str) -> None:

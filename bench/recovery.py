@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import make_session, messages
-from bench.memory import gateway_env, stored
+from bench.ingest import influx_count, make_session, messages
+from bench.memory import gateway_env
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.broker import PrivateBroker
 from tests.support.influx_util import PrivateInflux
@@ -53,7 +53,7 @@ def measure(
             time.sleep(0.2)
         batch = messages(community, args.readings * args.rounds)
         for r in range(args.rounds):
-            before = stored(influx.url, name) if r else 0
+            before = influx_count(name, influx.url) if r else 0
             influx.stop()
             chunk = batch[r * args.readings : (r + 1) * args.readings]
             publish_all("127.0.0.1", broker.port, chunk, max_inflight=1000)
@@ -62,7 +62,7 @@ def measure(
             up = time.monotonic()
             first = last = None
             while last is None:
-                n = stored(influx.url, name) - before
+                n = influx_count(name, influx.url) - before
                 now = time.monotonic() - up
                 if n > 0 and first is None:
                     first = now
