@@ -285,6 +285,8 @@ class Gateway:
                 probe=self.influx.ping,
                 prepare=self.influx.ensure_schema,
                 on_spool_full=self._spool_full,
+                # several processes share the traffic: silent to this one is not silent
+                last_seen_elsewhere=self.registry.last_seen if settings.mqtt_shared_group else None,
             )
             if not influx_ready and self.pipeline.spooler is not None:
                 self.pipeline.spooler.mark_down()

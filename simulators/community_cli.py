@@ -187,9 +187,7 @@ def sim_duration(args: argparse.Namespace) -> float | None:
     return DEFAULT_DURATION_S if args.duration is None else (args.duration or None)
 
 
-def plan_run(
-    args: argparse.Namespace, community: Community
-) -> tuple[SimClock, list[Injection]]:
+def plan_run(args: argparse.Namespace, community: Community) -> tuple[SimClock, list[Injection]]:
     """The simulated clock and the scenarios placed on it; ValueError or ScenarioError
     naming what is wrong — the checks `gridgate demo` runs before it starts anything."""
     scenario_args = [parse_scenario(s) for s in args.scenario]

@@ -22,10 +22,11 @@ from gateway.settings import Settings, environment, unknown_variables
 log = logging.getLogger("gridgate")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, tag: str = "") -> None:
+    """`tag` names the worker of `gridgate run --workers N` whose lines these are."""
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {tag + ' ' if tag else ''}%(name)s: %(message)s",
         stream=sys.stderr,
     )
     # httpx logs every request at INFO: one line per written batch is noise, not news.
@@ -39,6 +40,13 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -60,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway against the configured broker/InfluxDB")
     run.add_argument("--no-progress", action="store_true", help="no periodic counter lines")
     run.add_argument("--api", action="store_true", help="serve the HTTP API in this process too")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="ingest processes sharing the broker's traffic through $share (default: cores - 1,"
+        " at least 1)",
+    )
+    run.add_argument("--worker-tag", default="", help=argparse.SUPPRESS)  # set by the supervisor
 
     demo_cli.add_arguments(sub)
     broker_cli.add_arguments(sub)
@@ -100,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"gridgate: {line}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, getattr(args, "worker_tag", ""))
     for name in unknown_variables(environment()):
         log.warning("%s is not a gridgate setting (a typo?); it is ignored", name)
     try:
@@ -139,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return query_cli.run(args, settings)
         _tune_gc()
         if args.command == "run":
+            from gateway.cli.workers import default_workers, run_workers
+
+            workers = args.workers if args.workers is not None else default_workers()
+            if workers > 1:
+                if args.api:
+                    parser.error("--api serves one process; run `gridgate api` beside the workers")
+                return asyncio.run(run_workers(settings, workers, progress=not args.no_progress))
             return asyncio.run(run_command(settings, progress=not args.no_progress, api=args.api))
         if args.command == "api":
             return asyncio.run(api_only_command(settings))

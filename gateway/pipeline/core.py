@@ -179,9 +179,12 @@ class Pipeline:
         probe: Callable[[], Awaitable[bool]] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
         on_spool_full: Callable[[bool], None] | None = None,
+        last_seen_elsewhere: Callable[[list[str]], Mapping[str, int]] | None = None,
     ) -> None:
         """With a `spool`, batches InfluxDB cannot take are spooled and acked; `probe`
-        (InfluxDB's ping) and `prepare` (its schema) tell the drain when to replay."""
+        (InfluxDB's ping) and `prepare` (its schema) tell the drain when to replay.
+        `last_seen_elsewhere` (blocking; run in a thread) is asked before the sweep takes a
+        device offline, when other processes share the traffic."""
         self.source = source
         self.writer = writer
         self.deadletters = deadletters
@@ -197,6 +200,7 @@ class Pipeline:
         self.retention = dict(retention) if retention else None
         self.rules = rules
         self.alert_sink = alert_sink
+        self.last_seen_elsewhere = last_seen_elsewhere
         self._liveness_lines: list[str] = []  # changes found by the sweep, for the next batch
         self._sweep_conditions: list[Condition] = []
         self.encoder = PointEncoder()
@@ -417,6 +421,11 @@ class Pipeline:
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.config.liveness_sweep_s)
+            if self.last_seen_elsewhere is not None:
+                silent = self.liveness.silent(self.clock_ns())
+                if silent:
+                    elsewhere = await asyncio.to_thread(self.last_seen_elsewhere, silent)
+                    self.liveness.seen_elsewhere(elsewhere)
             for event in self.liveness.sweep(self.clock_ns()):
                 self._liveness_lines.append(self._liveness_changed(event))
                 if self.rules is not None:

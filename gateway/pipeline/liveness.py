@@ -89,6 +89,23 @@ class LivenessTracker:
         device.online = online
         return LivenessEvent(device_id, device.family, device.location, online, at_ns, reason)
 
+    def silent(self, now_ns: int) -> list[str]:
+        """Devices the next `sweep` would take offline."""
+        return [
+            device_id
+            for device_id, d in self._devices.items()
+            if d.online is not False and now_ns - d.last_seen_ns > d.timeout_ns
+        ]
+
+    def seen_elsewhere(self, last_seen: Mapping[str, int]) -> None:
+        """Traffic another gateway process took (`gridgate run --workers`: the broker hands
+        each message to one of them), as the shared registry tells it: a device is silent only
+        if it is silent to all of them. Not dirty: the registry knows already."""
+        for device_id, at_ns in last_seen.items():
+            device = self._devices.get(device_id)
+            if device is not None and at_ns > device.last_seen_ns:
+                device.last_seen_ns = at_ns
+
     def sweep(self, now_ns: int) -> list[LivenessEvent]:
         """Devices silent past their timeout go offline (once)."""
         events = []

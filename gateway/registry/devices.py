@@ -108,6 +108,20 @@ class DeviceRepository:
         with self._db.writing() as s:
             s.connection().execute(stmt, params)
 
+    def last_seen(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """device id → last seen (ns), for those of `device_ids` seen at all."""
+        out: dict[str, int] = {}
+        with self._db.reading() as s:
+            for start in range(0, len(device_ids), 500):  # bound the IN list
+                chunk = device_ids[start : start + 500]
+                rows = s.execute(
+                    select(Device.id, Device.last_seen_ns).where(
+                        Device.id.in_(chunk), Device.last_seen_ns.is_not(None)
+                    )
+                ).all()
+                out.update({r[0]: r[1] for r in rows if r[1] is not None})
+        return out
+
     def liveness(self, device_id: str) -> Liveness | None:
         with self._db.reading() as s:
             row = s.execute(

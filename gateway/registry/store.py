@@ -200,6 +200,9 @@ class Registry:
     def liveness(self, device_id: str) -> Liveness | None:
         return self._devices.liveness(device_id)
 
+    def last_seen(self, device_ids: Sequence[str]) -> dict[str, int]:
+        return self._devices.last_seen(device_ids)
+
     # -- members (`members.MemberRepository`) -----------------------------------------------
 
     def members_for(

@@ -32,7 +32,7 @@ class Gridgate:
     def __init__(self, env: dict[str, str]) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+            [sys.executable, "-m", "gateway.cli", "run", "--no-progress", "--workers", "1"],
             cwd=ROOT,
             env=environ | env,
             stdout=subprocess.DEVNULL,

@@ -88,7 +88,7 @@ def test_a_wrong_password_stops_the_gateway_naming_the_settings(
         "GRIDGATE_INFLUX_PASSWORD": wrong,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+        [sys.executable, "-m", "gateway.cli", "run", "--no-progress", "--workers", "1"],
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     output = done.stdout + done.stderr

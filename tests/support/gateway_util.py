@@ -68,7 +68,7 @@ def start_gateway_process(env: dict[str, str], log_path: Path) -> subprocess.Pop
     start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--no-progress"],
+            [sys.executable, "-m", "gateway.cli", "run", "--no-progress", "--workers", "1"],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,

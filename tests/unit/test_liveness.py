@@ -69,3 +69,20 @@ def test_dirty_devices_are_handed_out_once_for_the_registry() -> None:
     t.observe("mains-1", Family.SAFETY, LOC, 4 * NS)
     assert t.take_dirty() == [("mains-1", True, 4 * NS)]
     assert t.take_dirty() == []
+
+
+def test_traffic_another_worker_took_keeps_a_device_online() -> None:
+    """`--workers`: the broker gave mains-1's recent messages to another process, which told
+    the registry; this one's sweep must not take it offline, and it stays clean (the registry
+    knows already)."""
+    t = tracker()
+    t.observe("mains-1", Family.SAFETY, LOC, 1 * NS)
+    t.observe("batt-1", Family.SAFETY, LOC, 1 * NS)
+    t.take_dirty()
+    assert t.silent(12 * NS) == ["mains-1"]
+    t.seen_elsewhere({"mains-1": 9 * NS, "batt-1": 0, "unknown": 50 * NS})
+    assert t.silent(12 * NS) == [] and t.sweep(12 * NS) == []
+    assert t.last_seen_ns("batt-1") == 1 * NS  # an older report never moves it back
+    assert t.take_dirty() == []
+    [event] = t.sweep(20 * NS)  # silent to every worker: offline after all
+    assert event.device_id == "mains-1" and not event.online
