@@ -21,7 +21,7 @@ SERVICES := scripts/services.sh
 # root needs no sudo; anyone else installs Debian packages through it
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help venv services stop lint test demo bench bench-alerts bench-storm bench-api clean key
+.PHONY: help venv services stop lint test demo bench bench-peers bench-alerts bench-storm bench-api clean key node-red
 
 help: ## list the targets
 	@echo "gridgate make targets:"
@@ -74,6 +74,21 @@ demo: $(STAMP) services key ## run the end-to-end demo against the local service
 
 bench: $(STAMP) services ## ingest benchmark against the local services
 	$(VENV)/bin/python -m bench.ingest
+
+NODE_RED := .run/node-red
+NODE_RED_PACKAGES := node-red@4 node-red-contrib-influxdb@0.7
+
+node-red: ## Node-RED 4 + node-red-contrib-influxdb into .run/node-red (Node and npm from Debian)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "node-red: npm not found; installing Debian's nodejs and npm"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm \
+	    || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }; \
+	fi
+	@[ -x $(NODE_RED)/node_modules/.bin/node-red ] || { echo "node-red: npm install $(NODE_RED_PACKAGES)"; \
+	  mkdir -p $(NODE_RED) && npm install --no-audit --no-fund --silent --prefix $(NODE_RED) $(NODE_RED_PACKAGES); }
+
+bench-peers: $(STAMP) services node-red ## gridgate beside mosquitto_sub, a naive paho loop and Node-RED
+	$(VENV)/bin/python -m bench.peers $(PEERS_ARGS)
 
 bench-alerts: $(STAMP) services ## level-I alert latency (p50/p99) under full community load
 	$(VENV)/bin/python -m bench.alert_latency
