@@ -76,7 +76,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from adapters import gridgate_json
-from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, ROOT, influx_count
+from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, ROOT, influx_count, peak_rss_mb
 from devices.families import Channel, ElderEvent, Family
 from devices.info import DeviceInfo
 from devices.location import Location
@@ -663,6 +663,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
             if time.perf_counter() > deadline:
                 break
             time.sleep(0.5)
+        peak_rss = peak_rss_mb(gateway.proc.pid)
         gateway.stop()
         points = influx_count(database)
         read_raised(registry_url, code, triggers)
@@ -711,6 +712,7 @@ def run(args: argparse.Namespace, tmp: Path, code: str) -> int:
     line("load while sampling", f"{load:,.0f} msg/s published and acked by the broker "
          f"(simulator; {len(sim_window)} progress lines over {window[1] - window[0]:.0f} s)")  # fmt: skip
     line("CPU while sampling", cpu)
+    line("gateway peak RSS", f"{peak_rss:,.0f} MB (VmHWM of `gridgate run`, whole run)")
     if gw_rates:
         line("gateway while sampling", f"received {statistics.median(gw_rates):,.0f} msg/s "
              f"(median of its 10 s lines, {min(gw_rates):,.0f}–{max(gw_rates):,.0f}), "

@@ -140,6 +140,14 @@ def influx_count(database: str, url: str = INFLUX_URL) -> int:
     return total
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
 def gateway_rate(
     msgs: list[tuple[str, bytes]], community: str, args: argparse.Namespace, *, privacy: bool = True
 ) -> tuple[float, dict[str, str]]:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import POLL_S, influx_count, make_session, messages
+from bench.ingest import POLL_S, influx_count, make_session, messages, peak_rss_mb
 from privacy.keys import KeyRing
 from simulators.mqtt_tools import drop_session, publish_all
 from tests.support.broker import PrivateBroker
@@ -59,13 +59,6 @@ def gateway_env(
         "GRIDGATE_AUDIT_PATH": str(work / "audit.sqlite3"),
         "GRIDGATE_LOG_LEVEL": "INFO",
     }
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def run_case(

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, POLL_S, make_session, messages
+from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, POLL_S, make_session, messages, peak_rss_mb
 from privacy.keys import KeyRing
 from simulators.mqtt_tools import drop_session, publish_all
 
@@ -50,20 +50,35 @@ class Result:
     name: str
     rate: float  # readings/s
     cpu: dict[str, float]  # process → CPU seconds per 100k readings
+    rss_mb: float  # the drainer's peak resident memory (its largest process)
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its live children (a supervisor's workers)."""
+    out = [pid]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int(_stat(int(proc.name))[1]) == pid:  # [1]: the parent's pid
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU of `pid` and of its live children (a supervisor's workers)."""
+    """User + system CPU seconds of `pid` and its live children."""
     total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for member in family(pid):
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat(member)
         except OSError:
             continue
-        if int(proc.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+        total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
@@ -111,7 +126,10 @@ def drain(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not connect:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.01)
-        broker, influxd = service_pid("mosquitto/mosquitto.pid"), service_pid("influxdb/influxd.pid")
+        broker, influxd = (
+            service_pid("mosquitto/mosquitto.pid"),
+            service_pid("influxdb/influxd.pid"),
+        )
         before = {"drainer": cpu_s(proc.pid), "broker": cpu_s(broker), "influxd": cpu_s(influxd)}
         started = time.perf_counter()
         deadline = time.monotonic() + 900
@@ -122,6 +140,7 @@ def drain(
             time.sleep(POLL_S)
         elapsed = time.perf_counter() - started
         after = {"drainer": cpu_s(proc.pid), "broker": cpu_s(broker), "influxd": cpu_s(influxd)}
+        rss = max(peak_rss_mb(pid) for pid in family(proc.pid))
     finally:
         proc.terminate()
         try:
@@ -130,7 +149,7 @@ def drain(
             proc.kill()
     log_path.unlink()
     per_100k = {k: (after[k] - before[k]) * 100_000 / n for k in before}
-    return Result(name, n / elapsed, per_100k)
+    return Result(name, n / elapsed, per_100k, rss)
 
 
 def backlog(community: str, client_id: str, n: int) -> None:
@@ -163,7 +182,8 @@ def mosquitto_sub(n: int) -> Result:
         "broker": cpu_s(broker) - before["broker"],
         "influxd": cpu_s(influxd) - before["influxd"],
     }
-    return Result("mosquitto_sub", n / elapsed, {k: v * 100_000 / n for k, v in cpu.items()})
+    per_100k = {k: v * 100_000 / n for k, v in cpu.items()}
+    return Result("mosquitto_sub", n / elapsed, per_100k, usage.ru_maxrss / 1024)
 
 
 def _fresh() -> tuple[str, str]:
@@ -328,12 +348,15 @@ def main() -> int:
         r = results[-1]
         print(f"peers: {r.name}: {r.rate:,.0f} readings/s", file=sys.stderr, flush=True)
     print(f"\n{n:,} queued QoS 1 messages of four families, drained one drainer at a time\n")
-    print(f"{'drainer':<16}{'readings/s':>12}   CPU s per 100k readings: drainer  broker  influxd")
+    print(
+        f"{'drainer':<16}{'readings/s':>12}  {'peak RSS':>9}   CPU s per 100k readings:"
+        " drainer  broker  influxd"
+    )
     for r in results:
         c = r.cpu
         print(
-            f"{r.name:<16}{r.rate:>12,.0f}   {'':>25}{c['drainer']:>7.1f} {c['broker']:>7.1f}"
-            f" {c['influxd']:>8.1f}"
+            f"{r.name:<16}{r.rate:>12,.0f}  {r.rss_mb:>6,.0f} MB   {'':>24}{c['drainer']:>7.1f}"
+            f" {c['broker']:>7.1f} {c['influxd']:>8.1f}"
         )
     best = {r.name: r.rate for r in results}
     for r in results:

@@ -112,6 +112,7 @@ class _Batch:
     condition_sources: list[Message | None] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
     urgent: bool = False  # holds a level I/II condition: written now, not after the linger
+    alerts: asyncio.Future[None] | None = None  # its conditions' hand-off, once started
 
     def add(self, rp: str | None, line: str, msg: Message | None) -> None:
         group = self.by_rp.get(rp)
@@ -206,6 +207,7 @@ class Pipeline:
         self.encoder = PointEncoder()
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(self.config.write_queue)
         self._alerts_tail: asyncio.Future[None] | None = None  # the newest batch's alerts
+        self._alert_tasks: set[asyncio.Future[None]] = set()  # started, not yet done
         self._reject_log = _RateLimitedLog()
         # (is a place code, loose check, id or code) → "" (fine) or what it looks like
         self._identifier_verdicts: dict[tuple[bool, bool, str], str] = {}
@@ -413,8 +415,8 @@ class Pipeline:
                     "stopping with %d messages unwritten; the broker redelivers them on restart",
                     self.metrics.backlog,
                 )
-                for writer in writers:
-                    writer.cancel()
+                for task in [*writers, *self._alert_tasks]:  # unacked: redelivered, raised once
+                    task.cancel()
             if drain is not None:  # a segment cut short is replayed whole on the next start
                 drain.cancel()
 
@@ -471,6 +473,7 @@ class Pipeline:
                 or batch.urgent
                 or time.monotonic() >= batch.opened + cfg.linger_s
             ):
+                self._start_alerts(batch)
                 if not await self._put_unless_stopped(batch, stop):
                     return batch
                 batch = _Batch()
@@ -494,26 +497,33 @@ class Pipeline:
                 put.cancel()
         return put.done() and not put.cancelled()
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while (batch := await self._queue.get()) is not None:
-            # Alerts are accepted in the order the batches were made, whichever writer takes
-            # them: an ending must not reach the engine before the raise it ends.
-            after, done = self._alerts_tail, loop.create_future()
-            self._alerts_tail = done
-            await self._hand_off(batch, after, done)
+    def _start_alerts(self, batch: _Batch) -> None:
+        """Hand the batch's conditions to the alert engine as soon as the batch closes, not
+        when a writer takes it: with the write queue full, a level-I alert waited behind
+        InfluxDB writes of earlier batches. Alerts are accepted in the order the batches
+        were made: an ending must not reach the engine before the raise it ends."""
+        if batch.alerts is not None:
+            return
+        after, done = self._alerts_tail, asyncio.get_running_loop().create_future()
+        self._alerts_tail = done
+        batch.alerts = asyncio.ensure_future(self._alerts_in_order(batch, after, done))
+        self._alert_tasks.add(batch.alerts)
+        batch.alerts.add_done_callback(self._alert_tasks.discard)
 
-    async def _hand_off(
-        self, batch: _Batch, after: asyncio.Future[None] | None = None,
-        done: asyncio.Future[None] | None = None,
-    ) -> None:  # fmt: skip
+    async def _write_loop(self) -> None:
+        while (batch := await self._queue.get()) is not None:
+            await self._hand_off(batch)
+
+    async def _hand_off(self, batch: _Batch) -> None:
         # One write per retention policy and the alerts, all at once: they are independent,
         # and an alert should not wait for InfluxDB. The acks wait for all of them.
+        self._start_alerts(batch)
+        assert batch.alerts is not None
         steps: list[Awaitable[None]] = [
             self._write_with_retry(rp, group.lines, group.messages, batch.dead)
             for rp, group in batch.by_rp.items()
         ]
-        steps.append(self._alerts_in_order(batch, after, done))
+        steps.append(batch.alerts)
         await asyncio.gather(*steps)
         if batch.dead:
             await self._store_dead_letters(batch.dead)

@@ -15,9 +15,18 @@ import pytest
 
 from tests.support.fixtures import influx_db, services, unique
 from tests.support.influx_util import PrivateInflux
+from tests.support.postgres import PrivatePostgres
 from tests.support.services import ROOT, Services
 
-__all__ = ["ROOT", "Services", "influx_db", "private_influx", "services", "unique"]
+__all__ = [
+    "ROOT",
+    "Services",
+    "influx_db",
+    "postgres",
+    "private_influx",
+    "services",
+    "unique",
+]
 
 
 @pytest.fixture
@@ -28,3 +37,12 @@ def private_influx(tmp_path: Path) -> Iterator[PrivateInflux]:
     influx.start()
     yield influx
     influx.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """One PostgreSQL per test process (an xdist worker); each test makes its own database."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.stop()

@@ -29,6 +29,7 @@ from simulators.community import Community, Equipment
 from simulators.mqtt_tools import publish_all
 from tests.support.gateway_util import gateway_env, last_stop_report, pipeline_log
 from tests.support.polling import wait_for
+from tests.support.postgres import PrivatePostgres
 from tests.support.readings import expected_points, family_readings, stored_points
 from tests.support.registered import registered_community
 from tests.support.services import ROOT, Services
@@ -101,11 +102,21 @@ def worker_reports(log_text: str) -> dict[str, dict[str, int]]:
     return reports
 
 
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
 @pytest.mark.parametrize("kill", [False, True], ids=["steady", "sigkill-one"])
 async def test_two_workers_share_the_traffic_exactly_once(
-    services: Services, unique: str, influx_db: str, tmp_path: Path, kill: bool
+    services: Services,
+    postgres: PrivatePostgres,
+    unique: str,
+    influx_db: str,
+    tmp_path: Path,
+    kill: bool,
+    database: str,
 ) -> None:
-    community, registry_url, _ = registered_community(30, 77, unique, tmp_path)
+    """The shared state (registry, alerts, outbox) in PostgreSQL, as across hosts, or in one
+    SQLite file in WAL mode, as on one host."""
+    url = postgres.new_database() if database == "postgresql" else None
+    community, registry_url, _ = registered_community(30, 77, unique, tmp_path, url)
     base_ms = int(time.time() * 1000) - 3_600_000
     meters = [r for r in family_readings(unique, READINGS, base_ms) if r.family is Family.METER]
     alarms = smoke_alarms(community)

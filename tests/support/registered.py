@@ -20,11 +20,12 @@ def key_file(tmp: Path) -> Path:
 
 
 def registered_community(
-    households: int, seed: int, code: str, tmp: Path
+    households: int, seed: int, code: str, tmp: Path, url: str | None = None
 ) -> tuple[Community, str, Path]:
+    """`url`: the registry's database (default: a new SQLite file in `tmp`)."""
     community = build_community(households, seed, code)
     fleet = community.write_fleet(tmp / "fleet.yaml")
-    url = f"sqlite:///{tmp / 'registry.sqlite3'}"
+    url = url or f"sqlite:///{tmp / 'registry.sqlite3'}"
     with Registry.open(url) as registry:
         import_file(registry, fleet, keyring=KeyRing.from_file(key_file(tmp)))
     return community, url, fleet
