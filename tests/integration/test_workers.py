@@ -27,10 +27,11 @@ from gateway.registry import Registry
 from gateway.storage.influx_v1 import InfluxV1Client
 from simulators.community import Community, Equipment
 from simulators.mqtt_tools import publish_all
+from tests.support.broker import PrivateBroker
 from tests.support.gateway_util import gateway_env, last_stop_report, pipeline_log
 from tests.support.polling import wait_for
 from tests.support.postgres import PrivatePostgres
-from tests.support.readings import expected_points, family_readings, stored_points
+from tests.support.readings import Point, expected_points, family_readings, stored_points
 from tests.support.registered import registered_community
 from tests.support.services import ROOT, Services
 
@@ -70,18 +71,27 @@ def smoke_alarms(community: Community) -> list[list[tuple[str, bytes]]]:
     ]
 
 
-def start_workers(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The supervisor with two workers; returns once both have subscribed."""
+def start_workers(env: dict[str, str], log_path: Path, workers: int = 2) -> subprocess.Popen[bytes]:
+    """`gridgate run --workers N`; returns once every worker has subscribed."""
+    start = log_path.read_text().count("MQTT subscribed") if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--no-progress", "--workers", "2"],
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "run",
+                "--no-progress",
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
-    while log_path.read_text().count("MQTT subscribed") < 2:
+    while log_path.read_text().count("MQTT subscribed") < start + workers:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("workers did not subscribe:\n" + log_path.read_text()[-3000:])
         time.sleep(0.05)
@@ -176,3 +186,79 @@ async def test_two_workers_share_the_traffic_exactly_once(
         assert report["backlog"] == 0 and report["dead_lettered"] == 0, report
     if not kill:  # one stop report per worker covers its whole run: the shares add up
         assert sum(r["received"] for r in reports.values()) == len(messages), reports
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+
+
+def mosquitto_version() -> tuple[int, ...]:
+    out = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+    found = re.search(r"mosquitto version (\d+)\.(\d+)\.(\d+)", out)
+    assert found, out[:200]
+    return tuple(int(g) for g in found.groups())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_what_a_broker_restart_does_to_durable_sessions(
+    services: Services, unique: str, influx_db: str, tmp_path: Path, workers: int
+) -> None:
+    """docs/scale-out.md, measured: the gateway stopped, the broker restarted, readings
+    published while no gateway is connected, then the gateway back. One process (a plain
+    durable subscription) gets them all. Two workers (`$share`) on Mosquitto < 2.0.12 lose
+    exactly those published before a worker subscribed again: the broker does not restore
+    shared subscriptions of durable sessions from its persistence. What comes after is
+    delivered either way, because gridgate subscribes again on every connection."""
+    broker = PrivateBroker(tmp_path / "mq")
+    broker.start()
+    base_ms = int(time.time() * 1000) - 3_600_000
+    meters = [r for r in family_readings(unique, 900, base_ms) if r.family is Family.METER]
+    before, away, after = meters[:300], meters[300:600], meters[600:]
+    env = gateway_env(services, unique, influx_db, tmp_path) | {
+        "GRIDGATE_MQTT_PORT": str(broker.port),
+        "GRIDGATE_MQTT_SHARED_GROUP": f"g-{unique}" if workers > 1 else "",
+    }
+    log_path = tmp_path / "gateway.log"
+
+    async def publish(readings: list[Reading]) -> None:
+        encoded = [gridgate_json.encode(r) for r in readings]
+        await asyncio.to_thread(publish_all, "127.0.0.1", broker.port, encoded)
+
+    try:
+        gateway = start_workers(env, log_path, workers)
+        try:
+            await publish(before)
+            async with InfluxV1Client(services.influx_url, influx_db) as influx:
+                await wait_for_points(influx, expected_points(before), log_path)
+        finally:
+            stop(gateway)
+        broker.stop()
+        broker.start()
+        await publish(away)  # no gateway connected: only the broker's sessions can keep them
+        gateway = start_workers(env, log_path, workers)
+        try:
+            await publish(after)
+            kept = before + after + (away if workers == 1 else [])
+            async with InfluxV1Client(services.influx_url, influx_db) as influx:
+                await wait_for_points(influx, expected_points(kept), log_path)
+                stored = await stored_points(influx)
+            if workers == 1 or mosquitto_version() >= (2, 0, 12):
+                assert expected_points(away) <= stored
+            else:
+                assert not expected_points(away) & stored, "2.0.11 kept them after all"
+        finally:
+            stop(gateway)
+    finally:
+        broker.stop()
+
+
+async def wait_for_points(influx: InfluxV1Client, expected: set[Point], log_path: Path) -> None:
+    """Until InfluxDB holds at least `expected`; failing after 60 s with the gateway's log."""
+    deadline = time.monotonic() + 60
+    while not expected <= (stored := await stored_points(influx)):
+        if time.monotonic() > deadline:
+            missing = sorted(expected - stored)[:3]
+            pytest.fail(f"missing {len(expected - stored)}: {missing}\n{pipeline_log(log_path)}")
+        await asyncio.sleep(0.2)
