@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ from gateway.cli.run import api_only_command, run_command
 from gateway.settings import Settings, environment, unknown_variables
 
 log = logging.getLogger("gridgate")
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 
 def _setup_logging(level: str, tag: str = "") -> None:
@@ -31,6 +35,17 @@ def _setup_logging(level: str, tag: str = "") -> None:
     )
     # httpx logs every request at INFO: one line per written batch is noise, not news.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _cap_malloc_arenas() -> None:
+    """Two glibc malloc arenas instead of up to eight per core. Each thread that allocates
+    (paho's network thread, the to_thread pool) gets an arena of its own, and their
+    fragmentation stayed resident: bench-alerts' peak RSS went from 227 to 208 MB with two
+    (issue 15). An operator's MALLOC_ARENA_MAX wins; without glibc there is nothing to do."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # no libc.so.6, or no mallopt
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
 
 
 def _tune_gc() -> None:
@@ -154,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return query_cli.run(args, settings)
         _tune_gc()
+        _cap_malloc_arenas()
         if args.command == "run":
             from gateway.cli.workers import default_workers, run_workers
 
