@@ -148,6 +148,26 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def bench_gateway_env(community: str, tmp: Path) -> dict[str, str]:
+    """A throwaway gateway for `community`: its own database, session, stores and key in `tmp`,
+    unregistered devices admitted (these benches measure ingest, not the registry)."""
+    KeyRing.generate_file(tmp / "pseudonym.key")
+    return {
+        "GRIDGATE_MQTT_PORT": str(MQTT_PORT),
+        "GRIDGATE_INFLUX_URL": INFLUX_URL,
+        "GRIDGATE_INFLUX_DATABASE": f"bench_{community}",
+        "GRIDGATE_COMMUNITY": community,
+        "GRIDGATE_MQTT_CLIENT_ID": f"gw-{community}",
+        "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
+        "GRIDGATE_SPOOL_DIR": str(tmp / "spool"),
+        "GRIDGATE_AUDIT_PATH": str(tmp / "audit.sqlite3"),
+        "GRIDGATE_REQUIRE_REGISTRATION": "false",
+        "GRIDGATE_PSEUDONYM_KEY_FILE": str(tmp / "pseudonym.key"),
+        "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
+        "GRIDGATE_LOG_LEVEL": "INFO",
+    }
+
+
 def gateway_rate(
     msgs: list[tuple[str, bytes]], community: str, args: argparse.Namespace, *, privacy: bool = True
 ) -> tuple[float, dict[str, str]]:
@@ -156,20 +176,8 @@ def gateway_rate(
     tmp = Path(tempfile.mkdtemp(prefix="gridgate-bench-"))
     env = {
         **os.environ,
-        "GRIDGATE_MQTT_PORT": str(MQTT_PORT),
-        "GRIDGATE_INFLUX_URL": INFLUX_URL,
-        "GRIDGATE_INFLUX_DATABASE": database,
-        "GRIDGATE_COMMUNITY": community,
-        "GRIDGATE_MQTT_CLIENT_ID": client_id,
-        "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
-        "GRIDGATE_SPOOL_DIR": str(tmp / "spool"),
-        "GRIDGATE_REQUIRE_REGISTRATION": "false",
-        "GRIDGATE_PSEUDONYM_KEY_FILE": str(
-            KeyRing.generate_file(tmp / "pseudonym.key") and tmp / "pseudonym.key"
-        ),
-        "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
+        **bench_gateway_env(community, tmp),
         "GRIDGATE_BATCH_SIZE": str(args.batch_size),
-        "GRIDGATE_LOG_LEVEL": "INFO",
     }
     httpx.post(f"{INFLUX_URL}/query", params={"q": f'CREATE DATABASE "{database}"'})
     make_session(client_id, f"gridgate/v1/{community}/+/+/+")

@@ -34,8 +34,16 @@ from pathlib import Path
 
 import httpx
 
-from bench.ingest import HOST, INFLUX_URL, MQTT_PORT, POLL_S, make_session, messages, peak_rss_mb
-from privacy.keys import KeyRing
+from bench.ingest import (
+    HOST,
+    INFLUX_URL,
+    MQTT_PORT,
+    POLL_S,
+    bench_gateway_env,
+    make_session,
+    messages,
+    peak_rss_mb,
+)
 from simulators.mqtt_tools import drop_session, publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,23 +291,10 @@ def gridgate(n: int, workers: int) -> Result:
     database = f"bench_{community}"
     client_id = f"gw-{community}"
     tmp = Path(tempfile.mkdtemp(prefix="peer-gridgate-"))
-    env = {
-        "GRIDGATE_MQTT_PORT": str(MQTT_PORT),
-        "GRIDGATE_INFLUX_URL": INFLUX_URL,
-        "GRIDGATE_INFLUX_DATABASE": database,
+    env = bench_gateway_env(community, tmp) | {
         "GRIDGATE_INFLUX_RETENTION": "false",  # the default policy, as the peers write
-        "GRIDGATE_COMMUNITY": community,
-        "GRIDGATE_MQTT_CLIENT_ID": client_id,
         "GRIDGATE_MQTT_SHARED_GROUP": f"g-{community}",
-        "GRIDGATE_DEADLETTER_PATH": str(tmp / "dl.sqlite3"),
-        "GRIDGATE_SPOOL_DIR": str(tmp / "spool"),
-        "GRIDGATE_AUDIT_PATH": str(tmp / "audit.sqlite3"),
-        "GRIDGATE_REQUIRE_REGISTRATION": "false",
-        "GRIDGATE_PSEUDONYM_KEY_FILE": str(tmp / "pseudonym.key"),
-        "GRIDGATE_REGISTRY_URL": f"sqlite:///{tmp / 'registry.sqlite3'}",
-        "GRIDGATE_LOG_LEVEL": "INFO",
     }
-    KeyRing.generate_file(tmp / "pseudonym.key")
     influx(f'CREATE DATABASE "{database}"')
     # every worker's session queued before the backlog: `$share` rotates over them
     topic = f"$share/g-{community}/gridgate/v1/{community}/+/+/+"

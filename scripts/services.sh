@@ -100,54 +100,22 @@ system_pids() {  # system_pids COMM
     return 0
 }
 
+missing_packages() {  # the Debian packages the services need and this machine lacks
+    [[ -n "$(find_bin mosquitto)" ]] || echo mosquitto
+    [[ -n "$(find_bin mosquitto_sub)" ]] || echo mosquitto-clients
+    [[ -n "$(find_bin influxd)" ]] || echo influxdb
+    [[ -n "$(find_bin curl)" ]] || echo curl
+    [[ -n "$(find_bin openssl)" ]] || echo openssl  # the TLS tests' throwaway CA
+}
+
 ensure_installed() {
-    local -a missing=()
-    [[ -n "$(find_bin mosquitto)" ]] || missing+=(mosquitto)
-    [[ -n "$(find_bin mosquitto_sub)" ]] || missing+=(mosquitto-clients)
-    [[ -n "$(find_bin influxd)" ]] || missing+=(influxdb)
-    [[ -n "$(find_bin curl)" ]] || missing+=(curl)
-    [[ -n "$(find_bin openssl)" ]] || missing+=(openssl)  # the TLS tests' throwaway CA
+    local -a missing
+    mapfile -t missing < <(missing_packages)
     ((${#missing[@]})) || return 0
-
-    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available"
-    # Machine-wide lock (other checkouts/run dirs may install at the same time): nobody may
-    # remove policy-rc.d while another install still relies on it.
-    exec 8>>/tmp/gridgate-install.lock
-    chmod 666 /tmp/gridgate-install.lock 2>/dev/null || true
-    flock -w 900 8 || die "timed out waiting for /tmp/gridgate-install.lock"
-    missing=()
-    [[ -n "$(find_bin mosquitto)" ]] || missing+=(mosquitto)
-    [[ -n "$(find_bin mosquitto_sub)" ]] || missing+=(mosquitto-clients)
-    [[ -n "$(find_bin influxd)" ]] || missing+=(influxdb)
-    [[ -n "$(find_bin curl)" ]] || missing+=(curl)
-    [[ -n "$(find_bin openssl)" ]] || missing+=(openssl)  # the TLS tests' throwaway CA
-    ((${#missing[@]})) || { exec 8>&-; return 0; }
-    say "installing ${missing[*]} (apt-get)"
-
-    # Keep the packages' init scripts from starting system daemons on 0.0.0.0:1883/8086/8088.
-    if [[ ! -e "$POLICY_RC" ]]; then
-        printf '#!/bin/sh\n# temporary, from gridgate scripts/services.sh\nexit 101\n' \
-            | "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
-        "${SUDO[@]}" chmod 755 "$POLICY_RC"
-        POLICY_RC_OURS=1
-    fi
     local before_mq before_ix
     before_mq="$(system_pids mosquitto mosquitto/)"
     before_ix="$(system_pids influxd influxdb/)"
-
-    local -a apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
-        -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
-        -o Dpkg::Options::=--force-confold)
-    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
-        "${apt[@]}" update -qq
-    fi
-    if ! "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-        say "apt-get install failed; running apt-get update and retrying"
-        "${apt[@]}" update -qq
-        "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-            || die "apt-get install ${missing[*]} failed"
-    fi
-    remove_policy_rc
+    install_packages "${missing[@]}"
 
     # If the install started system daemons anyway (no policy-rc.d honoured), stop exactly
     # those: they were not running before and run from /etc/<pkg>/ configs.
@@ -161,8 +129,6 @@ ensure_installed() {
             "${SUDO[@]}" kill "$pid" 2>/dev/null || true
         fi
     done
-
-    exec 8>&-
     [[ -n "$(find_bin mosquitto)" && -n "$(find_bin influxd)" && -n "$(find_bin curl)" ]] \
         || die "packages installed but mosquitto/influxd/curl still not found"
 }
@@ -171,10 +137,13 @@ ensure_installed() {
 # daemon started by their install scripts (policy-rc.d says no while it runs).
 install_packages() {
     command -v apt-get >/dev/null 2>&1 || die "missing $* and apt-get is not available"
+    # Machine-wide lock (other checkouts/run dirs may install at the same time): nobody may
+    # remove policy-rc.d while another install still relies on it.
     exec 8>>/tmp/gridgate-install.lock
     chmod 666 /tmp/gridgate-install.lock 2>/dev/null || true
     flock -w 900 8 || die "timed out waiting for /tmp/gridgate-install.lock"
     say "installing $* (apt-get)"
+    # Keep the packages' init scripts from starting system daemons (1883, 8086, 5432 …).
     if [[ ! -e "$POLICY_RC" ]]; then
         printf '#!/bin/sh\n# temporary, from gridgate scripts/services.sh\nexit 101\n' \
             | "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
@@ -184,7 +153,11 @@ install_packages() {
     local -a apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
         -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
         -o Dpkg::Options::=--force-confold)
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        "${apt[@]}" update -qq
+    fi
     if ! "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null; then
+        say "apt-get install failed; running apt-get update and retrying"
         "${apt[@]}" update -qq
         "${apt[@]}" install -y -qq --no-install-recommends "$@" >/dev/null \
             || die "apt-get install $* failed"
