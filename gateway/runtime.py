@@ -37,8 +37,10 @@ from gateway.pipeline.metrics import GatewayMetrics
 from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.influx_v2 import InfluxV2Client
 from gateway.storage.retention import rp_name
 from gateway.storage.spool import Spool
+from gateway.storage.store import InfluxStore
 from privacy.deidentify import Deidentifier
 from privacy.keys import KeyRing
 from privacy.operators import IdentifierKind, pseudonymise
@@ -122,6 +124,36 @@ def retention_policies(policy: Policy, settings: Settings) -> dict[str, str]:
     return {rp_name(m): retention.influx for m, retention in policy.retention.items()}
 
 
+def influx_client(policy: Policy, settings: Settings) -> InfluxV1Client | InfluxV2Client:
+    """The InfluxDB client of `GRIDGATE_INFLUX_API`: v1 (database and retention policies) or
+    v2 (a bucket per retention policy, its retention the bucket's)."""
+    if settings.influx_api == "v2":
+        token = settings.influx_token
+        buckets = {
+            rp_name(m): (f"{settings.influx_bucket}_{m}", retention.seconds)
+            for m, retention in policy.retention.items()
+        }
+        return InfluxV2Client(
+            settings.influx_url,
+            org=settings.influx_org,
+            bucket=settings.influx_bucket,
+            token=token.get_secret_value() if token else None,
+            buckets=buckets if settings.influx_retention else None,
+            timeout_s=settings.influx_timeout_s,
+            ca_file=influx_ca(settings),
+        )
+    password = settings.influx_password
+    return InfluxV1Client(
+        settings.influx_url,
+        settings.influx_database,
+        username=settings.influx_username,
+        password=password.get_secret_value() if password else None,
+        timeout_s=settings.influx_timeout_s,
+        retention_policies=retention_policies(policy, settings),
+        ca_file=influx_ca(settings),
+    )
+
+
 class Gateway:
     """Every long-lived part of one gateway process. Attributes are set on entering (`influx`,
     `deadletters`, `audit`, `registry`, `directory`, `liveness`, `privacy`, `alerts`) and
@@ -158,18 +190,8 @@ class Gateway:
             log.warning("privacy policy does not name %s: those fields are dropped", missing)
         stack = self._stack
         try:
-            password = settings.influx_password
-            self.influx = await stack.enter_async_context(
-                InfluxV1Client(
-                    settings.influx_url,
-                    settings.influx_database,
-                    username=settings.influx_username,
-                    password=password.get_secret_value() if password else None,
-                    timeout_s=settings.influx_timeout_s,
-                    retention_policies=retention_policies(self.policy, settings),
-                    ca_file=influx_ca(settings),
-                )
-            )
+            self.influx: InfluxStore = influx_client(self.policy, settings)
+            stack.push_async_callback(self.influx.aclose)
             self.deadletters = DeadLetterStore(
                 settings.deadletter_path, settings.deadletter_max_rows, keyring=self.keyring
             )

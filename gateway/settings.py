@@ -53,7 +53,12 @@ class Settings(BaseSettings):
     # "$share/<group>/" prefix for scale-out over MQTT v5 shared subscriptions; empty = none.
     mqtt_shared_group: str = ""
 
-    # InfluxDB (v1 HTTP API)
+    # InfluxDB: the v1 HTTP API (1.x, and 2.x/3.x through their compatibility API), or 2.x
+    # native (token, org, buckets; gateway/storage/influx_v2.py)
+    influx_api: Literal["v1", "v2"] = "v1"
+    influx_token: SecretStr | None = None  # v2
+    influx_org: str = "gridgate"  # v2
+    influx_bucket: str = "gridgate"  # v2: with retention on, one bucket per measurement
     # Default: the local InfluxDB that scripts/services.sh starts, on GRIDGATE_INFLUX_PORT —
     # so `make demo GRIDGATE_INFLUX_PORT=…` and the gateway agree without a second variable.
     influx_url: str = Field(default_factory=lambda: local_influx_url(os.environ))

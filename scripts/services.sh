@@ -2,7 +2,7 @@
 # Local Mosquitto + InfluxDB for development, tests, demo and bench.
 #
 #   scripts/services.sh start|stop|status          the services
-#   scripts/services.sh browser|postgres           only install what those tests need
+#   scripts/services.sh browser|postgres|victoria  only install what those tests need
 #
 # Installs Debian's mosquitto (2.0.x) and influxdb (1.6.x) when missing, then runs one private
 # instance of each, bound to 127.0.0.1 only, with all state under $GRIDGATE_RUN_DIR:
@@ -176,6 +176,14 @@ ensure_browser() {
     install_packages "${missing[@]}"
     [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] \
         || die "packages installed but chromium/chromedriver still not found"
+}
+
+# VictoriaMetrics for the InfluxDB 2.x write tests (it serves /api/v2/write): each test module
+# runs a private instance of its own (tests/support/victoria.py).
+ensure_victoria() {
+    [[ -n "$(find_bin victoria-metrics)" ]] && return 0
+    install_packages victoria-metrics
+    [[ -n "$(find_bin victoria-metrics)" ]] || die "victoria-metrics installed but not found"
 }
 
 # PostgreSQL's server binaries for the tests that share state between gateway processes: each
@@ -573,8 +581,11 @@ case "${1:-}" in
     postgres)
         ensure_postgres
         ;;
+    victoria)
+        ensure_victoria
+        ;;
     *)
-        echo "usage: $0 start|stop|status|browser|postgres" >&2
+        echo "usage: $0 start|stop|status|browser|postgres|victoria" >&2
         exit 2
         ;;
 esac

@@ -25,7 +25,7 @@ from gateway.registry import Registry
 from gateway.registry.reident import ReidentService
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.store import InfluxStore
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ApiContext:
         return self.gateway.audit
 
     @property
-    def influx(self) -> InfluxV1Client:
+    def influx(self) -> InfluxStore:
         return self.gateway.influx
 
     @property

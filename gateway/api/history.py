@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devices.places import KEY_SEP
-from gateway.storage.influx_v1 import InfluxV1Client, quote_ident, quote_literal
+from gateway.storage.influx_v1 import quote_ident, quote_literal
 from gateway.storage.retention import qualified
+from gateway.storage.store import InfluxStore
 from privacy.policy import Policy
 
 NS = 1_000_000_000
@@ -154,7 +155,7 @@ def _place_of(row: dict[str, object], query: HistoryQuery) -> str:
 
 
 async def run(
-    influx: InfluxV1Client, query: HistoryQuery, *, k: int, retention: bool = True
+    influx: InfluxStore, query: HistoryQuery, *, k: int, retention: bool = True
 ) -> tuple[list[HistoryCell], int]:
     """The cells of `query` (time, then place) and how many were suppressed."""
     todo = statements(query, retention=retention)
@@ -197,7 +198,7 @@ def _persons_statement(query: HistoryQuery, src: str, where: str) -> str:
 
 
 async def _persons(
-    influx: InfluxV1Client, query: HistoryQuery, statement: str
+    influx: InfluxStore, query: HistoryQuery, statement: str
 ) -> dict[tuple[int, str], int]:
     out: dict[tuple[int, str], int] = defaultdict(int)
     rows = await influx.query(statement)

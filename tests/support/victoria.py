@@ -1,0 +1,78 @@
+"""A private VictoriaMetrics: the InfluxDB 2.x write API (`/api/v2/write`) for the v2 client's
+tests, on a free 127.0.0.1 port with its data in the test's own directory. Debian's package,
+installed by `scripts/services.sh victoria` when missing. It keeps each field as a series
+`<measurement>_<field>` labelled with the tags, at millisecond precision, and reads back through
+its export API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.influx_util import HOST, free_port
+from tests.support.services import ROOT
+
+
+def _binary() -> str:
+    found = shutil.which("victoria-metrics")
+    if found is None:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), "victoria"], check=True)
+        found = shutil.which("victoria-metrics")
+    if found is None:
+        raise RuntimeError("victoria-metrics is not installed")
+    return found
+
+
+class PrivateVictoria:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "victoria.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [_binary(), f"-httpListenAddr={HOST}:{self.port}",
+                 f"-storageDataPath={self.root / 'data'}", "-retentionPeriod=100y",
+                 "-loggerLevel=WARN"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("victoria-metrics did not start:\n" + self.log()[-2000:])
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def log(self) -> str:
+        return (self.root / "victoria.log").read_text(errors="replace")
+
+    def samples(self, metric: str, **labels: str) -> list[tuple[dict[str, str], int, float]]:
+        """Every sample of `metric` with these labels: (labels, time in ms, value)."""
+        httpx.get(f"{self.url}/internal/force_flush", timeout=10)  # recent rows searchable now
+        selector = ",".join([f'__name__="{metric}"', *(f'{k}="{v}"' for k, v in labels.items())])
+        r = httpx.post(f"{self.url}/api/v1/export", data={"match[]": "{" + selector + "}"})
+        r.raise_for_status()
+        out = []
+        for line in r.text.splitlines():
+            series = json.loads(line)
+            for t, v in zip(series["timestamps"], series["values"], strict=True):
+                out.append((series["metric"], t, v))
+        return out
