@@ -187,6 +187,12 @@ def environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("GRIDGATE_")}
 
 
+def process_environment() -> dict[str, str]:
+    """The whole environment, for what is handed on or is not gridgate's: the workers of
+    `gridgate run --workers` inherit it, and glibc's MALLOC_ARENA_MAX is respected."""
+    return dict(os.environ)
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """GRIDGATE_* variables nothing reads — most likely typos (GRIDGATE_MQTT_PROT)."""
     known = {f"GRIDGATE_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES

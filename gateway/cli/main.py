@@ -13,14 +13,13 @@ import contextlib
 import ctypes
 import gc
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from devices.errors import ConfigError
 from gateway.cli.decode import decode_command
 from gateway.cli.run import api_only_command, run_command
-from gateway.settings import Settings, environment, unknown_variables
+from gateway.settings import Settings, environment, process_environment, unknown_variables
 
 log = logging.getLogger("gridgate")
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
@@ -42,7 +41,7 @@ def _cap_malloc_arenas() -> None:
     (paho's network thread, the to_thread pool) gets an arena of its own, and their
     fragmentation stayed resident: bench-alerts' peak RSS went from 227 to 208 MB with two
     (issue 15). An operator's MALLOC_ARENA_MAX wins; without glibc there is nothing to do."""
-    if "MALLOC_ARENA_MAX" in os.environ:
+    if "MALLOC_ARENA_MAX" in process_environment():
         return
     with contextlib.suppress(OSError, AttributeError):  # no libc.so.6, or no mallopt
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)

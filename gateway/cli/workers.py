@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 
 from gateway.pipeline.backoff import Backoff
-from gateway.settings import Settings
+from gateway.settings import Settings, process_environment
 
 log = logging.getLogger("gridgate")
 
@@ -61,7 +61,8 @@ class _Worker:
         self.backoff = Backoff(first_s=1.0, max_s=30.0)
 
     async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, env={**os.environ, **self.env})
+        env = {**process_environment(), **self.env}
+        self.proc = await asyncio.create_subprocess_exec(*self.argv, env=env)
         self.started = time.monotonic()
         log.info("worker w%d started (pid %d)", self.index, self.proc.pid)
 
