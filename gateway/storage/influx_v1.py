@@ -23,12 +23,12 @@ import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from devices.errors import StorageError
+from gateway.storage.store import ClosingClient
 
 CA_VARIABLE = "GRIDGATE_INFLUX_TLS_CA_FILE"
 USER_VARIABLE, PASSWORD_VARIABLE = "GRIDGATE_INFLUX_USERNAME", "GRIDGATE_INFLUX_PASSWORD"
@@ -67,7 +67,7 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:500] or response.reason_phrase
 
 
-class InfluxV1Client:
+class InfluxV1Client(ClosingClient):
     """Async client for one database; use as ``async with InfluxV1Client(...) as client``."""
 
     def __init__(
@@ -100,17 +100,6 @@ class InfluxV1Client:
         self._http = httpx.AsyncClient(
             base_url=self.url, auth=auth, timeout=timeout_s, verify=verify
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -25,8 +25,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import urllib3.exceptions
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -36,6 +35,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from devices.errors import StorageError
+from gateway.storage.store import ClosingClient
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _RETRYABLE_4XX = frozenset({408, 429})
 T = TypeVar("T")
 
 
-class InfluxV2Client:
+class InfluxV2Client(ClosingClient):
     """One org's buckets; `buckets` maps a retention-policy name (what the pipeline passes
     with each batch) to (bucket name, retention seconds)."""
 
@@ -73,17 +73,6 @@ class InfluxV2Client:
         )
         self._writer = self._client.write_api(write_options=SYNCHRONOUS)
         self._no_buckets_api = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)
