@@ -2,7 +2,8 @@
 # Local Mosquitto + InfluxDB for development, tests, demo and bench.
 #
 #   scripts/services.sh start|stop|status          the services
-#   scripts/services.sh browser|postgres|victoria  only install what those tests need
+#   scripts/services.sh browser|postgres|victoria|prometheus
+#                                                  only install what those tests need
 #
 # Installs Debian's mosquitto (2.0.x) and influxdb (1.6.x) when missing, then runs one private
 # instance of each, bound to 127.0.0.1 only, with all state under $GRIDGATE_RUN_DIR:
@@ -184,6 +185,14 @@ ensure_victoria() {
     [[ -n "$(find_bin victoria-metrics)" ]] && return 0
     install_packages victoria-metrics
     [[ -n "$(find_bin victoria-metrics)" ]] || die "victoria-metrics installed but not found"
+}
+
+# Prometheus and promtool for the test that scrapes gridgate and evaluates deploy/prometheus/
+# (a private instance per test, tests/support/prometheus.py; the package's daemon never starts).
+ensure_prometheus() {
+    [[ -n "$(find_bin prometheus)" && -n "$(find_bin promtool)" ]] && return 0
+    install_packages prometheus
+    [[ -n "$(find_bin prometheus)" ]] || die "prometheus installed but not found"
 }
 
 # PostgreSQL's server binaries for the tests that share state between gateway processes: each
@@ -584,8 +593,11 @@ case "${1:-}" in
     victoria)
         ensure_victoria
         ;;
+    prometheus)
+        ensure_prometheus
+        ;;
     *)
-        echo "usage: $0 start|stop|status|browser|postgres|victoria" >&2
+        echo "usage: $0 start|stop|status|browser|postgres|victoria|prometheus" >&2
         exit 2
         ;;
 esac

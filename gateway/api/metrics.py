@@ -48,9 +48,15 @@ class GatewayCollector(Collector):
             ("conditions", m.conditions, "rule conditions handed to the alert engine"),
             ("rule_errors", m.rule_errors, "rule evaluations that raised"),
             ("alerts_refused", m.alerts_refused, "conditions the alert store refused"),
+            ("spooled", m.spooled, "readings spooled to disk while InfluxDB was down"),
+            ("replayed", m.replayed, "spooled readings written to InfluxDB since"),
         ):
             yield CounterMetricFamily(f"gridgate_{name}", doc, value=value)
         yield GaugeMetricFamily("gridgate_backlog", "received, not yet acknowledged", m.backlog)
+        yield GaugeMetricFamily("gridgate_spool_bytes", "what the disk spool holds", m.spool_bytes)
+        yield GaugeMetricFamily(
+            "gridgate_spool_full", "1 while the spool refuses batches", m.spool_full
+        )
         rejected = CounterMetricFamily(
             "gridgate_rejected", "messages rejected, by reason", labels=["reason"]
         )

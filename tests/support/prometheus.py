@@ -1,0 +1,86 @@
+"""A private Prometheus (Debian's package, installed by `scripts/services.sh prometheus` when
+missing) scraping given targets every second and evaluating gridgate's shipped alerting rules
+(deploy/prometheus/) every second, with every `for:` shortened to 0s so that a rule fires as
+soon as its expression holds. Listens on a free 127.0.0.1 port; its data in the test's dir."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.influx_util import HOST, free_port
+from tests.support.services import ROOT
+
+RULES = ROOT / "deploy" / "prometheus" / "gridgate-rules.yml"
+
+
+def _binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        subprocess.run([str(ROOT / "scripts" / "services.sh"), "prometheus"], check=True)
+        found = shutil.which("prometheus")
+    if found is None:
+        raise RuntimeError("prometheus is not installed")
+    return found
+
+
+class PrivatePrometheus:
+    def __init__(self, root: Path, targets: list[str]) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        rules = re.sub(r"(?m)^(\s+for:) \S+$", r"\1 0s", RULES.read_text())
+        (root / "rules.yml").write_text(rules)
+        quoted = ", ".join(f"'{t}'" for t in targets)
+        (root / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "rule_files: [rules.yml]\n"
+            f"scrape_configs: [{{job_name: gridgate, static_configs: [{{targets: [{quoted}]}}]}}]\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.root / "prometheus.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [_binary(), f"--config.file={self.root / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={self.root / 'data'}",
+                 f"--web.listen-address={HOST}:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log_text = (self.root / "prometheus.log").read_text(errors="replace")
+                raise RuntimeError("prometheus did not start:\n" + log_text[-2000:])
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def firing(self) -> set[str]:
+        """Names of the alerts firing now."""
+        r = httpx.get(f"{self.url}/api/v1/alerts", timeout=5)
+        r.raise_for_status()
+        alerts: list[dict[str, Any]] = r.json()["data"]["alerts"]
+        return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+    def targets_up(self) -> bool:
+        r = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
+        r.raise_for_status()
+        active = r.json()["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
