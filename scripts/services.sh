@@ -2,7 +2,7 @@
 # Local Mosquitto + InfluxDB for development, tests, demo and bench.
 #
 #   scripts/services.sh start|stop|status          the services
-#   scripts/services.sh browser|postgres|victoria|prometheus
+#   scripts/services.sh browser|postgres|victoria|prometheus|systemd
 #                                                  only install what those tests need
 #
 # Installs Debian's mosquitto (2.0.x) and influxdb (1.6.x) when missing, then runs one private
@@ -193,6 +193,13 @@ ensure_prometheus() {
     [[ -n "$(find_bin prometheus)" && -n "$(find_bin promtool)" ]] && return 0
     install_packages prometheus
     [[ -n "$(find_bin prometheus)" ]] || die "prometheus installed but not found"
+}
+
+# systemd-analyze, which checks the shipped units (deploy/systemd/) without running them.
+ensure_systemd_analyze() {
+    [[ -n "$(find_bin systemd-analyze)" ]] && return 0
+    install_packages systemd
+    [[ -n "$(find_bin systemd-analyze)" ]] || die "systemd installed but no systemd-analyze"
 }
 
 # PostgreSQL's server binaries for the tests that share state between gateway processes: each
@@ -596,8 +603,11 @@ case "${1:-}" in
     prometheus)
         ensure_prometheus
         ;;
+    systemd)
+        ensure_systemd_analyze
+        ;;
     *)
-        echo "usage: $0 start|stop|status|browser|postgres|victoria|prometheus" >&2
+        echo "usage: $0 start|stop|status|browser|postgres|victoria|prometheus|systemd" >&2
         exit 2
         ;;
 esac
