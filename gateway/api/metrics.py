@@ -57,6 +57,13 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "gridgate_spool_full", "1 while the spool refuses batches", m.spool_full
         )
+        communities = CounterMetricFamily(
+            "gridgate_community_readings", "readings accepted, by community code",
+            labels=["community"],
+        )  # fmt: skip
+        for community, n in sorted(m.readings_by_community.items()):
+            communities.add_metric([community], n)
+        yield communities
         rejected = CounterMetricFamily(
             "gridgate_rejected", "messages rejected, by reason", labels=["reason"]
         )

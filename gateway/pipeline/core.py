@@ -247,6 +247,8 @@ class Pipeline:
             self._reject(msg, batch, "adapter_error", type(exc).__name__)
             return False
         self.metrics.readings += len(lines)
+        for reading, _ in private:
+            self.metrics.count_community(reading.location.community)
         for rp, line in lines:
             batch.add(rp, line, msg)
         rules = self.rules

@@ -39,6 +39,9 @@ class Histogram:
         return out
 
 
+COMMUNITY_LABELS = 1000
+
+
 @dataclass
 class GatewayMetrics:
     received: int = 0  # MQTT messages handed to the pipeline
@@ -58,9 +61,19 @@ class GatewayMetrics:
     spool_batches: int = 0
     spool_full: int = 0  # 1 while the spool refuses batches (the broker holds them)
     spool_corrupt_bytes: int = 0  # torn or corrupt tails cut off at start-up
+    # readings accepted per community code: Prometheus' "no readings from a community" rule
+    readings_by_community: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
     write_seconds: Histogram = field(default_factory=Histogram)  # InfluxDB batch writes
+
+    def count_community(self, community: str) -> None:
+        """One accepted reading of `community`; past COMMUNITY_LABELS codes (devices without
+        registration may name any) the rest count as "other", so the label stays bounded."""
+        counts = self.readings_by_community
+        if community not in counts and len(counts) >= COMMUNITY_LABELS:
+            community = "other"
+        counts[community] += 1
 
     @property
     def backlog(self) -> int:

@@ -5,10 +5,12 @@ GridgateInfluxDBDown fires once InfluxDB is stopped (readings go to the spool)."
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from adapters import gridgate_json
@@ -31,6 +33,21 @@ def test_the_shipped_rules_are_valid() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+async def assert_rules_name_real_metrics(api_url: str) -> None:
+    """Every gridgate_* series a rule names is one /metrics exposes (counters end in _total
+    there): a renamed metric must not leave a rule that can never fire."""
+    async with httpx.AsyncClient() as client:
+        exposition = (await client.get(f"{api_url}/metrics")).text
+    exposed = set()
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            exposed |= {name, f"{name}_total"} if kind == "counter" else {name}
+            exposed |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    named = set(re.findall(r"\bgridgate_[a-z_]+", RULES.read_text()))
+    assert named and named <= exposed, named - exposed
+
+
 async def test_a_stopped_influxdb_fires_the_rule(
     private_influx: PrivateInflux, services: Services, unique: str, tmp_path: Path
 ) -> None:
@@ -43,16 +60,26 @@ async def test_a_stopped_influxdb_fires_the_rule(
         target = api.url.removeprefix("http://")
         prometheus = PrivatePrometheus(tmp_path / "prometheus", [target])
         prometheus.start()
+        stopped = False
         try:
             await wait_for(prometheus.targets_up, 30, "gridgate scraped")
-            await asyncio.to_thread(
-                publish_all, services.mqtt_host, services.mqtt_port, messages[:200]
-            )
-            await wait_for(lambda: api.gateway.metrics.written >= 200, 30, "200 written")
+            await assert_rules_name_real_metrics(api.url)
+            per_community = f'gridgate_community_readings_total{{community="{unique}"}}'
+            # two bursts, scraped apart: a counter that appears and stays flat is a silent
+            # community (GridgateCommunitySilent, with its 30 minutes shortened to none)
+            for upto in (100, 200):
+                await asyncio.to_thread(
+                    publish_all, services.mqtt_host, services.mqtt_port, messages[upto - 100 : upto]
+                )
+                await wait_for(
+                    lambda n=upto: prometheus.value(per_community) == n, 30,  # type: ignore[misc]
+                    f"{upto} readings scraped",
+                )  # fmt: skip
             await asyncio.sleep(3)  # three evaluations with everything well
             assert not prometheus.firing(), prometheus.firing()
 
             private_influx.stop()
+            stopped = True
             await asyncio.to_thread(
                 publish_all, services.mqtt_host, services.mqtt_port, messages[200:]
             )
@@ -60,4 +87,5 @@ async def test_a_stopped_influxdb_fires_the_rule(
             assert api.gateway.metrics.spooled > 0
         finally:
             prometheus.stop()
-            private_influx.start()
+            if stopped:  # the fixture stops it once more, as it would a running one
+                private_influx.start()

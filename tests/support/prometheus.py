@@ -79,6 +79,13 @@ class PrivatePrometheus:
         alerts: list[dict[str, Any]] = r.json()["data"]["alerts"]
         return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
 
+    def value(self, promql: str) -> float | None:
+        """The single value `promql` has now (None: no series)."""
+        r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        r.raise_for_status()
+        result = r.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
     def targets_up(self) -> bool:
         r = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
         r.raise_for_status()
