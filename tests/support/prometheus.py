@@ -6,28 +6,17 @@ soon as its expression holds. Listens on a free 127.0.0.1 port; its data in the 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.support.debian_server import debian_binary, start_server, stop_server
 from tests.support.influx_util import HOST, free_port
 from tests.support.services import ROOT
 
 RULES = ROOT / "deploy" / "prometheus" / "gridgate-rules.yml"
-
-
-def _binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        subprocess.run([str(ROOT / "scripts" / "services.sh"), "prometheus"], check=True)
-        found = shutil.which("prometheus")
-    if found is None:
-        raise RuntimeError("prometheus is not installed")
-    return found
 
 
 class PrivatePrometheus:
@@ -47,30 +36,17 @@ class PrivatePrometheus:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with (self.root / "prometheus.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [_binary(), f"--config.file={self.root / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.root / 'data'}",
-                 f"--web.listen-address={HOST}:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log_text = (self.root / "prometheus.log").read_text(errors="replace")
-                raise RuntimeError("prometheus did not start:\n" + log_text[-2000:])
-            time.sleep(0.1)
+        self.proc = start_server(
+            [debian_binary("prometheus", "prometheus"),
+             f"--config.file={self.root / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.root / 'data'}",
+             f"--web.listen-address={HOST}:{self.port}"],
+            self.root / "prometheus.log", f"{self.url}/-/ready",
+        )  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
+        stop_server(self.proc)
+        self.proc = None
 
     def firing(self) -> set[str]:
         """Names of the alerts firing now."""

@@ -7,25 +7,13 @@ its export API."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.support.debian_server import debian_binary, start_server, stop_server
 from tests.support.influx_util import HOST, free_port
-from tests.support.services import ROOT
-
-
-def _binary() -> str:
-    found = shutil.which("victoria-metrics")
-    if found is None:
-        subprocess.run([str(ROOT / "scripts" / "services.sh"), "victoria"], check=True)
-        found = shutil.which("victoria-metrics")
-    if found is None:
-        raise RuntimeError("victoria-metrics is not installed")
-    return found
 
 
 class PrivateVictoria:
@@ -37,29 +25,16 @@ class PrivateVictoria:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "victoria.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [_binary(), f"-httpListenAddr={HOST}:{self.port}",
-                 f"-storageDataPath={self.root / 'data'}", "-retentionPeriod=100y",
-                 "-loggerLevel=WARN"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("victoria-metrics did not start:\n" + self.log()[-2000:])
-            time.sleep(0.05)
+        self.proc = start_server(
+            [debian_binary("victoria-metrics", "victoria"), f"-httpListenAddr={HOST}:{self.port}",
+             f"-storageDataPath={self.root / 'data'}", "-retentionPeriod=100y",
+             "-loggerLevel=WARN"],
+            self.root / "victoria.log", f"{self.url}/health",
+        )  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
+        stop_server(self.proc)
+        self.proc = None
 
     def log(self) -> str:
         return (self.root / "victoria.log").read_text(errors="replace")
