@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from devices.errors import StorageError
-from gateway.storage.store import ClosingClient
+from gateway.closing import ClosingClient
 
 CA_VARIABLE = "GRIDGATE_INFLUX_TLS_CA_FILE"
 USER_VARIABLE, PASSWORD_VARIABLE = "GRIDGATE_INFLUX_USERNAME", "GRIDGATE_INFLUX_PASSWORD"

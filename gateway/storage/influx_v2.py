@@ -35,7 +35,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from devices.errors import StorageError
-from gateway.storage.store import ClosingClient
+from gateway.closing import ClosingClient
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 
 class InfluxStore(Protocol):
@@ -23,22 +22,4 @@ class InfluxStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ClosingClient:
-    """`async with client:` closes its connections on the way out."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        raise NotImplementedError
-
-
-__all__ = ["ClosingClient", "InfluxStore"]
+__all__ = ["InfluxStore"]

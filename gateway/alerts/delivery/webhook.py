@@ -29,12 +29,12 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import httpx
 
 from gateway.alerts.delivery.outbox import DeliveryError
+from gateway.closing import ClosingClient
 
 TIMESTAMP_HEADER = "X-Gridgate-Timestamp"
 SIGNATURE_HEADER = "X-Gridgate-Signature"
@@ -155,7 +155,7 @@ class WebhookSecrets:
         return data
 
 
-class WebhookSender:
+class WebhookSender(ClosingClient):
     """POSTs signed bodies with one shared httpx client; `send` raises `DeliveryError`."""
 
     def __init__(
@@ -182,17 +182,6 @@ class WebhookSender:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    async def __aenter__(self) -> WebhookSender:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def headers(self, secret: bytes, body: bytes, delivery_id: str) -> dict[str, str]:
         ts = int(self._clock_s())
