@@ -75,7 +75,9 @@ async def test_a_stopped_influxdb_fires_the_rule(
                     lambda n=upto: prometheus.value(per_community) == n, 30,  # type: ignore[misc]
                     f"{upto} readings scraped",
                 )  # fmt: skip
-            await asyncio.sleep(3)  # three evaluations with everything well
+            # the rules evaluated on what was scraped once everything was in
+            scraped = time.time() + 1.0  # one scrape interval on from now
+            await wait_for(lambda: prometheus.evaluated_after(scraped), 30, "an evaluation")
             assert not prometheus.firing(), prometheus.firing()
 
             private_influx.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ class PrivatePrometheus:
         r.raise_for_status()
         result = r.json()["data"]["result"]
         return float(result[0]["value"][1]) if result else None
+
+    def evaluated_after(self, at: float) -> bool:
+        """Every rule group has been evaluated after `at` (a time.time() value)."""
+        r = httpx.get(f"{self.url}/api/v1/rules", timeout=5)
+        r.raise_for_status()
+        groups = r.json()["data"]["groups"]
+        return bool(groups) and all(
+            datetime.fromisoformat(g["lastEvaluation"][:26].rstrip("Z"))
+            .replace(tzinfo=UTC)
+            .timestamp()
+            > at
+            for g in groups
+        )
 
     def targets_up(self) -> bool:
         r = httpx.get(f"{self.url}/api/v1/targets", timeout=5)
