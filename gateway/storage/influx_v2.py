@@ -7,10 +7,14 @@ In 2.x a retention is a bucket's, so each retention policy becomes a bucket of i
 retention (health data still expires long before meter data, R3.7). With
 `GRIDGATE_INFLUX_RETENTION=false` everything goes to `GRIDGATE_INFLUX_BUCKET`.
 
-`ensure_schema` creates missing buckets through the buckets API. A server that accepts
-`/api/v2/write` but has no buckets API (VictoriaMetrics, the test server, answers 400
-"unsupported path"; others 404) manages its
-storage itself; that is said once and the writes go on.
+`ensure_schema` creates missing buckets through the buckets API; a write answered 404 (a bucket
+deleted under a running gateway) creates it again and is sent once more, as v1 does for a
+dropped database. A server that accepts `/api/v2/write` but has no buckets API manages its
+storage itself; that is said once and the writes go on. VictoriaMetrics 1.79 (the test server)
+is one: the buckets API answers 400 "unsupported path"; it ignores bucket and org (every bucket
+lands in one namespace, under its own single -retentionPeriod), stores each field as a series
+`<measurement>_<field>` labelled with the tags, at millisecond precision, and answers 204 even
+for lines it could not parse or that fall outside its retention (it only logs them).
 
 The library's client is synchronous and blocking (urllib3), so calls run in a worker thread.
 Its own retries are off: the pipeline decides what is retried (the same rules as v1: the
@@ -119,19 +123,34 @@ class InfluxV2Client(ClosingClient):
             api.update_bucket(bucket=found)
 
     async def write(self, lines: Sequence[str], *, rp: str | None = None) -> None:
-        """Write the lines in one request to the bucket of `rp`."""
+        """Write the lines in one request to the bucket of `rp`; a bucket deleted under a
+        running gateway (404) is created again and the batch sent once more, as v1 does for a
+        dropped database."""
         if not lines:
             return
-        bucket = self.buckets[rp][0] if rp in self.buckets else self.bucket
-        body = "\n".join(lines)
+        bucket, seconds = self.buckets.get(rp or "", (self.bucket, 0))
+        try:
+            body = "\n".join(lines).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise StorageError("batch is not valid UTF-8", retryable=False) from exc
 
         def send() -> None:
-            self._writer.write(
-                bucket=bucket,
-                org=self.org,
-                record=body,
-                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # a str enum member
-            )
+            for attempt in range(2):
+                try:
+                    self._writer.write(
+                        bucket=bucket,
+                        org=self.org,
+                        record=body,
+                        write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # str enum
+                    )
+                    return
+                except ApiException as exc:
+                    if attempt or exc.status != 404 or self._no_buckets_api:
+                        raise
+                    log.warning("bucket %r not found; creating it again", bucket)
+                    self._ensure_bucket(bucket, seconds)
+                    if self._no_buckets_api:
+                        raise
 
         await self._call(f"write of {len(lines)} lines to bucket {bucket!r}", send, write=True)
 

@@ -35,25 +35,26 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateVictor
     server.stop()
 
 
-def stored(victoria: PrivateVictoria, community: str) -> set[tuple[str, str, int, float]]:
-    """(family, device, time in ms, the varying value) of every stored reading."""
-    out = set()
+def stored(victoria: PrivateVictoria, community: str) -> list[tuple[str, str, int, float]]:
+    """(family, device, time in ms, the varying value) of every stored sample, sorted; a list,
+    not a set, so that a batch written twice would show."""
+    out = []
     for family in Family:
         metric = f"{family.value}_{VARYING[family]}"
         for labels, t, v in victoria.samples(metric, community=community):
-            out.add((family.value, labels["device"], t, v))
-    return out
+            out.append((family.value, labels["device"], t, v))
+    return sorted(out)
 
 
 async def test_n_readings_of_every_family_are_n_points(
     victoria: PrivateVictoria, services: Services, unique: str, tmp_path: Path
 ) -> None:
     readings = family_readings(unique, PER_FAMILY, int(time.time() * 1000) - 3_600_000)
-    expected = {
+    expected = sorted(
         (r.family.value, r.device_id, r.time_ns // 1_000_000, r.values[VARYING[r.family]])
         for r in readings
-    }
-    assert len(expected) == 4 * PER_FAMILY
+    )
+    assert len(set(expected)) == 4 * PER_FAMILY
     settings = settings_for(services, unique, "unused", tmp_path).model_copy(
         update={"influx_api": "v2", "influx_url": victoria.url, "influx_bucket": f"b{unique}"}
     )
@@ -65,7 +66,10 @@ async def test_n_readings_of_every_family_are_n_points(
             assert time.monotonic() < deadline, metrics.snapshot()
             await asyncio.sleep(0.1)
     assert metrics.written == len(readings) and metrics.dead_lettered == 0, metrics.snapshot()
-    assert stored(victoria, unique) == expected
+    samples = stored(victoria, unique)
+    for family in Family:
+        assert sum(s[0] == family.value for s in samples) == PER_FAMILY, family
+    assert samples == expected
     assert "unsupported path" in victoria.log()  # it has no buckets API: said once, not fatal
 
 
@@ -82,3 +86,20 @@ async def test_a_server_that_is_down_is_retryable_and_a_refusal_is_not(
         with pytest.raises(StorageError) as refused:
             await client.query("SELECT 1")
         assert not refused.value.retryable and "GRIDGATE_INFLUX_API=v1" in str(refused.value)
+
+
+async def test_a_refused_token_names_the_setting(tmp_path: Path) -> None:
+    """A server that wants other credentials (here Basic auth) answers 401: creating the
+    buckets is refused for good, a write is retried (the points are not at fault)."""
+    guarded = PrivateVictoria(tmp_path / "victoria", "-httpAuth.username=u", "-httpAuth.password=p")
+    guarded.start()
+    try:
+        async with InfluxV2Client(guarded.url, org="o", bucket="b", token="wrong") as client:
+            with pytest.raises(StorageError) as schema:
+                await client.ensure_schema()
+            with pytest.raises(StorageError) as write:
+                await client.write(["m v=1 1"])
+    finally:
+        guarded.stop()
+    assert not schema.value.retryable and "GRIDGATE_INFLUX_TOKEN" in str(schema.value)
+    assert write.value.retryable and "GRIDGATE_INFLUX_TOKEN" in str(write.value)

@@ -17,8 +17,10 @@ from tests.support.influx_util import HOST, free_port
 
 
 class PrivateVictoria:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *flags: str) -> None:
+        """`flags`: more of victoria-metrics' own, e.g. `-httpAuth.username=…`."""
         self.root = root
+        self.flags = flags
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -28,7 +30,7 @@ class PrivateVictoria:
         self.proc = start_server(
             [debian_binary("victoria-metrics", "victoria"), f"-httpListenAddr={HOST}:{self.port}",
              f"-storageDataPath={self.root / 'data'}", "-retentionPeriod=100y",
-             "-loggerLevel=WARN"],
+             "-loggerLevel=WARN", *self.flags],
             self.root / "victoria.log", f"{self.url}/health",
         )  # fmt: skip
 
