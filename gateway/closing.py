@@ -3,11 +3,12 @@ one definition of entering and leaving instead of a copy in each."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 
-class ClosingClient:
+class ClosingClient(ABC):
     """`async with client:` closes its connections on the way out."""
 
     async def __aenter__(self) -> Self:
@@ -21,8 +22,9 @@ class ClosingClient:
     ) -> None:
         await self.aclose()
 
+    @abstractmethod
     async def aclose(self) -> None:
-        raise NotImplementedError
+        """Close the connection pool."""
 
 
 __all__ = ["ClosingClient"]

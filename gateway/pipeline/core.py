@@ -247,12 +247,12 @@ class Pipeline:
             self._reject(msg, batch, "adapter_error", type(exc).__name__)
             return False
         self.metrics.readings += len(lines)
-        for reading, _ in private:
-            self.metrics.count_community(reading.location.community)
         for rp, line in lines:
             batch.add(rp, line, msg)
         rules = self.rules
+        count_community = self.metrics.count_community
         for (reading, info), clocked in zip(private, device_clock, strict=True):
+            count_community(reading.location.community)
             if rules is not None:  # rules see de-identified readings only
                 try:  # inline, not through _guarded: this runs for every reading
                     found = rules.on_reading(reading, info, device_clock=clocked)
