@@ -667,16 +667,25 @@ def test_elder_who_used_water_raises_nothing() -> None:
     assert keyed(out, "elder_no_water") != []
 
 
-def test_elder_water_rule_on_tick_and_only_for_elders_alone() -> None:
+def test_elder_water_is_judged_on_readings_never_on_a_guess_between_them() -> None:
     e = RuleEngine(RULES, households=households)
     for q in range(0, 12):  # hourly, then the last reading 1 h before the 12 h are up
         water(e, "wm-elder", at(q * 3600), 50.0)
         water(e, "wm-family", at(q * 3600), 50.0)
         water(e, "wm-unknown", at(q * 3600), 50.0)
-    assert keyed(e.tick(at(12 * 3600 - 1)), "elder_no_water") == []
-    [c] = keyed(e.tick(at(12 * 3600)), "elder_no_water")
-    assert c.device_id == "wm-elder"
-    assert keyed(e.tick(at(12 * 3600 + 60)), "elder_no_water") == []  # ticks do not repeat it
+    # the clock passing 12 h says nothing about the hour the meter has not reported yet
+    assert keyed(e.tick(at(12 * 3600 + 60)), "elder_no_water") == []
+    # that hour had water: nothing was raised, so nothing has to be cleared
+    assert keyed(water(e, "wm-elder", at(12 * 3600 + 120), 50.02), "elder_no_water") == []
+    # a second meter whose reading shows the 12 h dry raises it, for the elder alone only
+    e = RuleEngine(RULES, households=households)
+    out = []
+    for q in range(0, 13):
+        out += water(e, "wm-elder", at(q * 3600), 50.0)
+        out += water(e, "wm-family", at(q * 3600), 50.0)
+        out += water(e, "wm-unknown", at(q * 3600), 50.0)
+    [c] = keyed(out, "elder_no_water")
+    assert c.device_id == "wm-elder" and c.at_ns == at(12 * 3600)
 
 
 def test_elder_water_needs_the_household_lookup() -> None:

@@ -2,7 +2,10 @@
 elder living alone whose water meter shows less than `min_use_m3` in `window_h` hours).
 
 The elder's water baselines are one small record per meter, swept when the meter falls silent;
-silence itself is the offline rule's business, not this one's.
+silence itself is the offline rule's business, not this one's. An elder's window is judged only
+when the meter reports, never by the clock between readings: that would have to assume the gap
+since the last reading dry, and with a 15-minute meter it raised and cleared a low-water elder's
+alert over and over (each next reading showed the water the guess had not seen).
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ class Absence:
                 self._offline.append(rule)
             elif isinstance(rule, ElderWaterRule):
                 self._elder.append(rule)
-        self._elder_by_id = {r.id: r for r in self._elder}
         self._holds = holds
         self._max = max_states
         self._households = households
@@ -130,10 +132,10 @@ class Absence:
         st.latest_ns, st.latest_m3 = t, total
         if not st.history or t - st.history[-1][0] >= 600 * NS:
             st.history.append((t, total))
-        return self._elder_eval(rule, device_id, st, t, repeat=True)
+        return self._elder_eval(rule, device_id, st, t)
 
     def _elder_eval(
-        self, rule: ElderWaterRule, device_id: str, st: _ElderWater, now: int, *, repeat: bool
+        self, rule: ElderWaterRule, device_id: str, st: _ElderWater, now: int
     ) -> list[Condition]:
         window = ns(rule.window_h * 3600)
         while len(st.history) >= 2 and st.history[1][0] <= now - window:
@@ -147,27 +149,14 @@ class Absence:
             if st.latest_m3 - st.fired_m3 >= rule.min_use_m3 - EPS:
                 st.fired_m3 = None
                 return self._holds.release(proto)
-            if repeat:
-                return [self._holds.hold(replace(proto, value=st.latest_m3 - st.fired_m3))]
-            return []
-        watched_long_enough = now - st.first_ns >= window
-        still_reporting = st.latest_ns > now - window  # silence is the offline rule's business
-        if not (watched_long_enough and still_reporting and st.history):
+            return [self._holds.hold(replace(proto, value=st.latest_m3 - st.fired_m3))]
+        if now - st.first_ns < window or not st.history:
             return []
         used = st.latest_m3 - st.history[0][1]
         if used >= rule.min_use_m3 - EPS:
             return []
         st.fired_m3 = st.latest_m3
         return [self._holds.hold(replace(proto, value=round(used, 6)))]
-
-    def tick(self, now: int) -> list[Condition]:
-        """Elders' windows without water that have passed since their meters last reported."""
-        out: list[Condition] = []
-        for (rule_id, device_id), st in list(self._state.items()):
-            rule = self._elder_by_id[rule_id]
-            if now >= st.latest_ns:
-                out += self._elder_eval(rule, device_id, st, now, repeat=False)
-        return out
 
     def sweep(self, horizon: int) -> None:
         """Forget meters silent since `horizon` with nothing pending."""

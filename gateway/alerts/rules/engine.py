@@ -122,13 +122,13 @@ class RuleEngine:
     def tick(self, now_ns: int) -> list[Condition]:
         """Time-driven rules at `now_ns`, which must be on the readings' timeline (the newest
         reading time seen), never the wall clock: minimum durations and times at level that
-        have run out (the last value is taken to persist), nights that have ended, elders'
-        12 hours without water, fire incidents whose window has passed."""
+        have run out (the last value is taken to persist), nights that have ended, fire
+        incidents whose window has passed. (Elders' water windows are judged on readings only:
+        see `absence`.)"""
         out: list[Condition] = []
         out += self._threshold_family.tick(now_ns)
         out += self._timed_family.tick(now_ns)
         out += self._meter_family.tick(now_ns)
-        out += self._absence_family.tick(now_ns)
         out += self._fire_family.tick(now_ns)
         if self._next_sweep_ns is None or now_ns >= self._next_sweep_ns:
             self._sweep(now_ns)
