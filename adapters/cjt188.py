@@ -150,7 +150,11 @@ class Cjt188Adapter:
         return f"Cjt188Adapter({self.layout!r})"
 
     def decode(self, topic: str, payload: bytes) -> list[Reading]:
-        place = location(community_of(topic, name))
+        return self.readings(payload, location(community_of(topic, name)))
+
+    def readings(self, payload: bytes, place: Location) -> list[Reading]:
+        """The frames in `payload` (raw or hex text) at `place`: for a carrier platform's
+        push, whose topic is not a concentrator's."""
         return [self._reading(f, place) for f in split_frames(payload_bytes(payload), SPEC)]
 
     def encode(

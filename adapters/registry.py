@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.base import Adapter
+from adapters.nbiot import PLATFORMS, push_filter
 from devices.errors import ConfigError, RejectedInput
 from devices.reading import Reading
 from devices.topics import is_valid_id
@@ -44,6 +45,8 @@ REGISTERED_ADAPTERS: tuple[str, ...] = (
     "vendor_gas",
     "vendor_meter",
     "vendor_wearable",
+    "onenet",
+    "ctwing",
 )
 _ADAPTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -118,15 +121,22 @@ class Route:
     adapter: Adapter
 
 
+def push_routes() -> list[Route]:
+    """The carrier platforms' routes, always present: their `$push/…` topics are made by
+    `gateway.push` after checking a platform's signature, never received over MQTT."""
+    return [Route(push_filter(platform), adapter_module(platform)) for platform in PLATFORMS]
+
+
 class AdapterRegistry:
     """Maps topics to adapters; caches the decision per topic prefix-free exact topic."""
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        self.routes = list(routes)
+        self.routes = [*routes, *push_routes()]
         self._cache: dict[str, Adapter | None] = {}
 
     def subscriptions(self) -> list[str]:
-        return [r.topic_filter for r in self.routes]
+        """The MQTT filters: every route but the push routes."""
+        return [r.topic_filter for r in self.routes if not r.topic_filter.startswith("$")]
 
     def adapter_for(self, topic: str) -> Adapter:
         try:

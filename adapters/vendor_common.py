@@ -167,6 +167,11 @@ def epoch_s_to_ns(seconds: int, field: str) -> int:
     return seconds * NS_PER_S
 
 
+def epoch_ms_to_ns(millis: int, field: str) -> int:
+    _check_epoch_s(millis // 1000, field)
+    return millis * NS_PER_MS
+
+
 def _check_epoch_s(seconds: int, field: str) -> None:
     if not _MIN_S <= seconds < _MAX_S:
         raise RejectedInput("bad_timestamp", f"{field} must be a time between 2000 and 2100")

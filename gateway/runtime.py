@@ -34,6 +34,8 @@ from gateway.pipeline.deadletter import DeadLetterStore
 from gateway.pipeline.directory import DeviceSnapshot
 from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
+from gateway.push.server import PushListener
+from gateway.push.source import MergedSource, PushSource
 from gateway.registry import ConsentCache, Registry
 from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
@@ -292,8 +294,13 @@ class Gateway:
         ) as source:
             self.source = source
             alerts = self.alerts
+            pushed = PushSource(settings.push_max_pending) if settings.push_port else None
+            listener = sock = None
+            if pushed is not None:
+                listener = PushListener(settings, pushed, self.directory, self.metrics)
+                sock = listener.bind()
             self.pipeline = Pipeline(
-                source,
+                source if pushed is None else MergedSource(source, pushed),
                 self.influx,
                 self.deadletters,
                 adapters=self.adapters,
@@ -322,6 +329,8 @@ class Gateway:
                     name="registry-refresh",
                 )
                 tg.create_task(self._flush_liveness(stop), name="liveness-flush")
+                if listener is not None and sock is not None:
+                    tg.create_task(listener.serve(stop, sock), name="push-listener")
                 if alerts is not None:
                     tg.create_task(alerts.run(stop), name="alerts")
                 await self.pipeline.run(stop)

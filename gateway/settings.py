@@ -139,6 +139,15 @@ class Settings(BaseSettings):
     api_max_points: int = Field(default=10_000, ge=1, description="readings history cells")
     reident_grant_ttl_s: float = Field(default=3600.0, gt=0)
 
+    # Carrier-platform push (gateway/push): an HTTP listener in the ingest process, because a
+    # push is answered 200 only after its durable hand-off. Off unless a port is given.
+    push_port: int | None = Field(default=None, ge=1, le=65535)
+    push_host: str = "127.0.0.1"
+    onenet_token: SecretStr | None = None  # the token set in OneNET's push configuration
+    ctwing_token: SecretStr | None = None  # the last path segment of the CTWing push URL
+    push_answer_s: float = Field(default=8.0, gt=0, description="durable hand-off, else 503")
+    push_max_pending: int = Field(default=10_000, ge=1, description="messages awaiting hand-off")
+
     audit_path: Path = Path(".run/gridgate/audit.sqlite3")  # hash-chained, append-only
     deadletter_path: Path = Path(".run/gridgate/deadletter.sqlite3")
     deadletter_max_rows: int = Field(default=1_000_000, ge=1, description="oldest pruned")

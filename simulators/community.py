@@ -108,6 +108,14 @@ VENDOR_OF: dict[str, str] = {
     "vendor_wearable": "kangbao-band",
     "vendor_access": "shitong-acs",
     "gridgate_json": "gridgate-sim",
+    "onenet": "weian-nb-smoke",
+    "ctwing": "qingquan-nb-water",
+}
+# NB-IoT devices pushed by their carrier platform over HTTP (a share chosen per community,
+# drawn from a stream of its own so that communities without them stay as they were).
+NBIOT_PLATFORM: dict[Equipment, str] = {
+    Equipment.SMOKE_DETECTOR: "onenet",
+    Equipment.WATER_METER: "ctwing",
 }
 _GATE_NAMES = ("北门", "南门", "东门", "西门")
 FACE_GATES = frozenset({Equipment.UNIT_GATE, Equipment.COMMUNITY_GATE})
@@ -568,7 +576,8 @@ class _Ids:
         self.cc = community_digits(code)
         self.n: dict[Equipment, int] = {}
 
-    def next(self, equipment: Equipment) -> str:
+    def next(self, equipment: Equipment, *, imei: bool = False) -> str:
+        """`imei`: an NB-IoT device, known by its 15-digit IMEI whatever it is."""
         counter = Equipment.UNIT_GATE if equipment is Equipment.COMMUNITY_GATE else equipment
         n = self.n.get(counter, 0) + 1
         self.n[counter] = n
@@ -576,6 +585,8 @@ class _Ids:
         if equipment is Equipment.ELECTRICITY_METER:
             return f"{cc}{n:08d}"  # 12 digits: the DL/T 645 meter address
         if equipment is Equipment.WATER_METER:
+            if imei:
+                return f"86{cc}4{n:08d}"
             return f"{cc}{n:010d}"  # 14 digits: the CJ/T 188 meter address
         if equipment is Equipment.GAS_DETECTOR:
             return f"86{cc}1{n:08d}"  # NB-IoT devices are known by their 15-digit IMEI
@@ -596,13 +607,18 @@ def build_community(
     name: str = DEFAULT_NAME,
     street: str = DEFAULT_STREET,
     adapters: frozenset[str] | None = None,
+    nbiot: float = 0.0,
 ) -> Community:
     """The community: ≈ households/300 grids of 100-household buildings (4 units × ~25 rooms).
 
     `adapters` is the set of adapter modules that can encode (default: those installed); a
     device whose drawn format is missing publishes in ``gridgate_json`` instead, with the same
-    id, and `Community.fallbacks` counts how many moved.
+    id, and `Community.fallbacks` counts how many moved. `nbiot` is the share of smoke
+    detectors and water meters that are NB-IoT devices behind a carrier platform (OneNET,
+    CTWing), pushed to the gateway over HTTP.
     """
+    if not 0.0 <= nbiot <= 1.0:
+        raise ValueError("nbiot must be a share within 0..1")
     if households < 1:
         raise ValueError("households must be >= 1")
     if not is_valid_id(community):
@@ -619,6 +635,7 @@ def build_community(
     )
     mix_rng = Random(f"{root}:adapters")
     misc_rng = Random(f"{root}:devices")
+    nbiot_rng = Random(f"{root}:nbiot")
     ids = _Ids(community)
     fallbacks: dict[str, int] = {}
     devices: list[CommunityDevice] = []
@@ -636,8 +653,11 @@ def build_community(
         adapter = drawn if drawn in usable else "gridgate_json"
         if adapter != drawn:
             fallbacks[drawn] = fallbacks.get(drawn, 0) + 1
+        pushed = nbiot > 0 and equipment in NBIOT_PLATFORM and nbiot_rng.random() < nbiot
+        if pushed:
+            drawn = adapter = NBIOT_PLATFORM[equipment]
         installed = installed_from + timedelta(days=misc_rng.randrange(365 * 5))
-        device_id = ids.next(equipment)
+        device_id = ids.next(equipment, imei=pushed)
         meter_protocol = drawn in ("dlt645", "cjt188")
         family = FAMILY_OF[equipment]
         devices.append(

@@ -90,6 +90,21 @@ def add_community_arguments(parser: argparse.ArgumentParser) -> None:
         " and stop when it reaches the present",
     )
     parser.add_argument(
+        "--nbiot-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of smoke detectors (OneNET) and water meters (CTWing) that are NB-IoT"
+        " devices pushed over HTTP to --push-url (default 0)",
+    )
+    parser.add_argument(
+        "--push-url",
+        default="",
+        help="the gateway's push listener, e.g. http://127.0.0.1:18090 (GRIDGATE_PUSH_PORT)",
+    )
+    parser.add_argument("--onenet-token", default="", help="the gateway's GRIDGATE_ONENET_TOKEN")
+    parser.add_argument("--ctwing-token", default="", help="the gateway's GRIDGATE_CTWING_TOKEN")
+    parser.add_argument(
         "--progress-json",
         action="store_true",
         help="progress as one JSON object per line on stderr (for `gridgate demo`)",
@@ -319,6 +334,14 @@ def _check(args: argparse.Namespace) -> str:
         return "--community may only use [A-Za-z0-9_.:-] (it is a topic level)"
     if not 1 <= getattr(args, "max_inflight", DEFAULT_MAX_INFLIGHT) < 65_535:
         return "--max-inflight must be within 1..65534"
+    share = getattr(args, "nbiot_share", 0.0)
+    if not 0.0 <= share <= 1.0:
+        return "--nbiot-share must be within 0..1"
+    if share > 0 and not args.fleet_only:
+        if not args.push_url.startswith(("http://", "https://")):
+            return "--nbiot-share needs --push-url (the gateway's push listener)"
+        if not (args.onenet_token and args.ctwing_token):
+            return "--nbiot-share needs --onenet-token and --ctwing-token"
     return ""
 
 
@@ -366,7 +389,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    community = build_community(args.households, args.seed, args.community)
+    community = build_community(
+        args.households, args.seed, args.community, nbiot=getattr(args, "nbiot_share", 0.0)
+    )
     path = community.write_fleet(fleet_path(args))
     counts = community.counts()
     _say(
@@ -398,6 +423,10 @@ def run(args: argparse.Namespace) -> int:
     schedule = Schedule(community, clock, seed=args.seed, injections=injections)
     source = ScheduledSource(schedule)
     publisher = Publisher(args.host, args.port, max_inflight=args.max_inflight)
+    if getattr(args, "push_url", ""):
+        publisher.push_to(
+            args.push_url, onenet_token=args.onenet_token, ctwing_token=args.ctwing_token
+        )
     try:
         publisher.connect()
     except PublishError as exc:

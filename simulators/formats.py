@@ -40,15 +40,31 @@ ADAPTER_NAMES = (
     "vendor_gas",
     "vendor_wearable",
     "vendor_access",
+    "onenet",
+    "ctwing",
 )
 # Only the gateway's own format has a status channel; devices in other formats send their
 # liveness heartbeats and last-will there (as a vendor platform's bridge does).
 STATUS_FORMAT = "gridgate_json"
 STATUS_MEASUREMENT = "device_status"  # gateway.storage.points: status readings' measurement
 # Canonical fields each binary protocol can carry; its encoder refuses any other.
+_CJT188 = frozenset({"meter_type", "water_m3", "settlement_m3", "valve", "battery_low"})
 _CARRIES: dict[str, frozenset[str]] = {
     "dlt645": frozenset({"meter_type", "energy_kwh", "voltage_v", "current_a", "power_kw"}),
-    "cjt188": frozenset({"meter_type", "water_m3", "settlement_m3", "valve", "battery_low"}),
+    "cjt188": _CJT188,
+    "ctwing": _CJT188,  # its water meters send CJ/T 188 replies as APPdata
+    "onenet": frozenset(
+        [
+            "detector",
+            "smoke_alarm",
+            "smoke_density_db_m",
+            "temperature_c",
+            "battery_pct",
+            "tamper",
+            "self_test_ok",
+            "fault_code",
+        ]
+    ),
 }
 _RECEIVED = -1  # stands for "the message's receive time" when grouping points
 

@@ -37,9 +37,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from adapters.nbiot import PUSH_PREFIX
 from devices.errors import GridgateError
 from simulators.fleet import make_fleet
 from simulators.malformed import VALID
+from simulators.push import Pusher
 from simulators.traffic import MessageSource, Traffic
 
 DEFAULT_MAX_INFLIGHT = 1000
@@ -166,6 +168,23 @@ class Publisher:
         self._connect_error = ""
         self._stop = threading.Event()
         self._looping = False
+        self.pusher: Pusher | None = None
+
+    def push_to(self, url: str, *, onenet_token: str = "", ctwing_token: str = "") -> None:
+        """Send NB-IoT devices' messages (`$push/…` topics) to the gateway's push listener at
+        `url`, as their carrier platforms would; without it they count as failed."""
+        self.pusher = Pusher(
+            url, onenet_token=onenet_token, ctwing_token=ctwing_token, on_done=self._on_pushed
+        )
+
+    def _on_pushed(self, ok: bool) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            if ok:
+                self._acked += 1
+            else:
+                self._nacked += 1
+            self._cond.notify()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -182,6 +201,9 @@ class Publisher:
             raise PublishError(f"MQTT broker {self.host}:{self.port}: {why}")
 
     def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+            self.pusher = None
         if self._looping:
             self.client.disconnect()
             self.client.loop_stop()
@@ -307,8 +329,13 @@ class Publisher:
                 self._give_back_slot()
                 break
             try:
-                info = client.publish(msg.topic, msg.payload, qos=1)
-                queued = info.rc in _QUEUED
+                if msg.topic.startswith(PUSH_PREFIX):
+                    queued = self.pusher is not None
+                    if self.pusher is not None:
+                        self.pusher.send(msg.topic, msg.payload)
+                else:
+                    info = client.publish(msg.topic, msg.payload, qos=1)
+                    queued = info.rc in _QUEUED
             except ValueError:  # e.g. an invalid topic: count it, do not crash the run
                 queued = False
             if not queued:

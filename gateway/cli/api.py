@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import logging
 import sys
-from collections.abc import Iterator
 
 import uvicorn
 
@@ -18,18 +16,11 @@ from gateway.api.accounts import API_ROLES, AccountError, Accounts, StaffRole
 from gateway.audit.store import AuditStore
 from gateway.registry import Registry
 from gateway.runtime import Gateway
+from gateway.serving import QuietServer
 from gateway.settings import Settings
 
 log = logging.getLogger("gridgate")
 CLI_ACTOR = "cli"
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the command's stop event ends it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def api_url(settings: Settings) -> str:
@@ -57,7 +48,7 @@ async def serve_api(
         lifespan="on",
         ws="websockets-sansio",
     )
-    server = _Server(config)
+    server = QuietServer(config)
 
     async def stopper() -> None:
         await stop.wait()

@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from devices.topics import is_valid_id
 from gateway.cli.alert_log import AlertLog
 from gateway.cli.dispatch_standin import EMERGENCY_URL_ENV, DispatchStandIn
@@ -43,6 +45,7 @@ log = logging.getLogger("gridgate")
 
 RUN_DIR = Path(".run/gridgate")
 DEFAULT_HISTORY = "6h"
+DEMO_PUSH_PORT = 18090  # the NB-IoT devices' carrier push, when GRIDGATE_PUSH_PORT is unset
 MEASUREMENTS = ("access", "safety", "meter", "elder", "device_status", "liveness")
 
 
@@ -74,6 +77,13 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAME@PLACE[@SIM_OFFSET]",
         help="a scenario at a place, SIM_OFFSET after the simulated start; repeatable",
     )
+    demo.add_argument(
+        "--nbiot-share",
+        type=float,
+        default=0.1,
+        help="share of smoke detectors (OneNET) and water meters (CTWing) that are NB-IoT "
+        "devices pushing over HTTP (default 0.1; 0: none)",
+    )
     demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
     demo.add_argument("--no-api", dest="api", action="store_false", help="without the HTTP API")
 
@@ -104,6 +114,8 @@ def plan_demo(args: argparse.Namespace) -> DemoPlan:
         raise ValueError("--duration must be 0 (until the present) or a number of seconds")
     if not is_valid_id(args.community):
         raise ValueError("--community may only use letters, digits and _.:- (a topic level)")
+    if not 0 <= args.nbiot_share <= 1:
+        raise ValueError("--nbiot-share must be a share within 0..1")
     sim = argparse.Namespace(
         scenario=args.scenario,
         history=args.history if args.duration == 0 else None,
@@ -111,7 +123,7 @@ def plan_demo(args: argparse.Namespace) -> DemoPlan:
         speed=args.speed,
         seed=args.seed,
     )
-    community = build_community(args.households, args.seed, args.community)
+    community = build_community(args.households, args.seed, args.community, nbiot=args.nbiot_share)
     try:
         clock, injections = plan_run(sim, community)
     except ScenarioError as exc:
@@ -232,6 +244,8 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(
         update={"community": args.community, "mqtt_client_id": f"gridgate-demo-{args.community}"}
     )
+    if args.nbiot_share > 0:
+        settings = with_push(settings)
     fleet = await asyncio.to_thread(_import_fleet, settings, plan, console)
     if fleet is None:
         return 2
@@ -244,6 +258,18 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
             await stack.enter_async_context(standin.serving())
         return await _run(settings, args, plan, fleet, console, signals, standin)
     return 1  # pragma: no cover - the block returns
+
+
+def with_push(settings: Settings) -> Settings:
+    """The push listener on, for the demo's NB-IoT devices: the configured port and tokens,
+    or DEMO_PUSH_PORT and tokens made up for this run (on loopback: the simulator only)."""
+    return settings.model_copy(
+        update={
+            "push_port": settings.push_port or DEMO_PUSH_PORT,
+            "onenet_token": settings.onenet_token or SecretStr(secrets.token_urlsafe(16)),
+            "ctwing_token": settings.ctwing_token or SecretStr(secrets.token_urlsafe(16)),
+        }
+    )
 
 
 def _import_fleet(settings: Settings, plan: DemoPlan, console: Console) -> Path | None:
@@ -386,6 +412,9 @@ def _announce(
     say(f"demo: InfluxDB {settings.influx_url} db {settings.influx_database} "
         f"(see: gridgate query counts)")  # fmt: skip
     say(f"demo: alerts   gridgate alerts list --community {args.community}")
+    if args.nbiot_share > 0:
+        say(f"demo: NB-IoT   {args.nbiot_share:.0%} of smoke detectors and water meters push "
+            f"over HTTP to :{settings.push_port} (OneNET, CTWing)")  # fmt: skip
     if standin.url:
         say(f"demo: level-I alerts also go to a local stand-in for the emergency webhook, "
             f"{standin.url} ({EMERGENCY_URL_ENV} is unset)")  # fmt: skip
@@ -446,6 +475,14 @@ async def _start_simulator(
     ]  # fmt: skip
     if args.duration == 0:
         cmd += ["--history", args.history]
+    if args.nbiot_share > 0 and settings.onenet_token and settings.ctwing_token:
+        host = f"[{settings.push_host}]" if ":" in settings.push_host else settings.push_host
+        cmd += [
+            "--nbiot-share", f"{args.nbiot_share:g}",
+            "--push-url", f"http://{host}:{settings.push_port}",
+            "--onenet-token", settings.onenet_token.get_secret_value(),
+            "--ctwing-token", settings.ctwing_token.get_secret_value(),
+        ]  # fmt: skip
     for scenario in args.scenario:
         cmd += ["--scenario", scenario]
     return await asyncio.create_subprocess_exec(

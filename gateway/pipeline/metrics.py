@@ -64,6 +64,8 @@ class GatewayMetrics:
     # readings accepted per community code: Prometheus' "no readings from a community" rule
     readings_by_community: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)  # by reason code
+    # carrier-platform pushes by (platform, outcome): accepted, unauthorized, replayed, busy …
+    push_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     dropped_fields: Counter[str] = field(default_factory=Counter)  # by reason, from privacy
     write_seconds: Histogram = field(default_factory=Histogram)  # InfluxDB batch writes
 
@@ -101,6 +103,7 @@ class GatewayMetrics:
             "spool_full": self.spool_full,
             "spool_corrupt_bytes": self.spool_corrupt_bytes,
             "rejected": dict(self.rejected),
+            "push_requests": {f"{p}:{o}": n for (p, o), n in sorted(self.push_requests.items())},
             "dropped_fields": dict(self.dropped_fields),
         }
 
@@ -133,6 +136,11 @@ class GatewayMetrics:
         lines.append("# TYPE gridgate_rejected_total counter")
         for reason, n in sorted(self.rejected.items()):
             lines.append(f'gridgate_rejected_total{{reason="{reason}"}} {n}')
+        lines.append("# TYPE gridgate_push_requests_total counter")
+        for (platform, outcome), n in sorted(self.push_requests.items()):
+            lines.append(
+                f'gridgate_push_requests_total{{platform="{platform}",outcome="{outcome}"}} {n}'
+            )
         lines.append("# TYPE gridgate_dropped_fields_total counter")
         for reason, n in sorted(self.dropped_fields.items()):
             lines.append(f'gridgate_dropped_fields_total{{reason="{reason}"}} {n}')

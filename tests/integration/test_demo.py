@@ -45,6 +45,7 @@ def _env(services: Services, unique: str, database: str, tmp: Path) -> dict[str,
     env |= {
         "GRIDGATE_AUDIT_PATH": str(tmp / "audit.sqlite3"),
         "GRIDGATE_API_PORT": str(_free_port()),
+        "GRIDGATE_PUSH_PORT": str(_free_port()),  # its NB-IoT devices push here
         "COLUMNS": "80",
     }
     return {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")} | env

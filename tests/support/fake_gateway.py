@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from adapters import gridgate_json
+from adapters.nbiot import PLATFORMS, push_filter
 from adapters.registry import topic_matches
 from devices.errors import RejectedInput
 from devices.info import DeviceInfo
@@ -32,7 +33,9 @@ def _routes() -> list[tuple[str, ModuleType]]:
     routes: list[tuple[str, ModuleType]] = []
     for name in formats.ADAPTER_NAMES:
         module = formats.load(name)
-        if module is not None and name != "gridgate_json":
+        if module is not None and name in PLATFORMS:  # pushed over HTTP, not published
+            routes.append((push_filter(name), module))
+        elif module is not None and name != "gridgate_json":
             routes.append((module.SUBSCRIPTION, module))
     return [*routes, ("gridgate/v1/+/+/+/+", gridgate_json)]
 

@@ -20,10 +20,17 @@ def key_file(tmp: Path) -> Path:
 
 
 def registered_community(
-    households: int, seed: int, code: str, tmp: Path, url: str | None = None
+    households: int,
+    seed: int,
+    code: str,
+    tmp: Path,
+    url: str | None = None,
+    *,
+    nbiot: float = 0.0,
 ) -> tuple[Community, str, Path]:
-    """`url`: the registry's database (default: a new SQLite file in `tmp`)."""
-    community = build_community(households, seed, code)
+    """`url`: the registry's database (default: a new SQLite file in `tmp`); `nbiot`: the
+    share of smoke detectors and water meters pushed by carrier platforms."""
+    community = build_community(households, seed, code, nbiot=nbiot)
     fleet = community.write_fleet(tmp / "fleet.yaml")
     url = url or f"sqlite:///{tmp / 'registry.sqlite3'}"
     with Registry.open(url) as registry:

@@ -19,6 +19,7 @@ from devices.topics import is_valid_id
 from simulators import formats
 from simulators.community import (
     ADAPTER_MIX,
+    NBIOT_PLATFORM,
     ROLES,
     Community,
     CommunityDevice,
@@ -135,7 +136,24 @@ def test_adapter_mix_follows_the_weights(big: Community) -> None:
         total = sum(w for _, w in mix)
         for adapter, weight in mix:
             assert abs(seen[adapter] / len(devices) - weight / total) < 0.04, (equipment, seen)
-    assert {d.adapter for d in big.devices} == set(formats.ADAPTER_NAMES)
+    pushed = set(NBIOT_PLATFORM.values())  # NB-IoT devices only when asked for
+    assert {d.adapter for d in big.devices} == set(formats.ADAPTER_NAMES) - pushed
+
+
+def test_nbiot_devices_are_a_share_known_by_imei_and_leave_the_rest_as_it_was() -> None:
+    plain = build_community(300, 9, "nb")
+    mixed = build_community(300, 9, "nb", nbiot=0.4)
+    assert len(plain.devices) == len(mixed.devices)
+    moved = 0
+    for before, after in zip(plain.devices, mixed.devices, strict=True):
+        if after.adapter in NBIOT_PLATFORM.values():
+            moved += 1
+            assert NBIOT_PLATFORM[after.equipment] == after.adapter
+            assert len(after.device_id) == 15 and after.device_id.startswith("86")  # an IMEI
+        else:
+            assert (before.device_id, before.adapter) == (after.device_id, after.adapter)
+    candidates = sum(1 for d in plain.devices if d.equipment in NBIOT_PLATFORM)
+    assert 0.3 < moved / candidates < 0.5
 
 
 def _sample_reading(d: CommunityDevice) -> Reading:

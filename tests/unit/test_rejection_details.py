@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters import (
     cjt188,
+    ctwing,
     dlt645,
     gridgate_json,
+    onenet,
     vendor_access,
     vendor_gas,
     vendor_meter,
@@ -121,7 +123,28 @@ def _cjt188(key: str) -> tuple[str, bytes]:
     return cjt188.topic_for("c1", "conc-1"), _dump(_nested(key))
 
 
+IMEI = "868480051234567"
+
+
+def _onenet(key: str) -> tuple[str, bytes]:
+    body = {"type": 3, "imei": IMEI, "at": TS, key: _nested(key)}
+    return f"$push/c1/onenet/safety/{IMEI}", _dump(body)
+
+
+def _onenet_fields(key: str) -> tuple[str, bytes]:
+    body = {"type": 1, "imei": IMEI, "at": TS, "value": {"smoke_state": key, key: key}}
+    return f"$push/c1/onenet/safety/{IMEI}", _dump(body)
+
+
+def _ctwing(key: str) -> tuple[str, bytes]:
+    body = {"messageType": "dataReport", "IMEI": IMEI, "timestamp": TS,
+            "payload": {"battery": key, key: _nested(key)}}  # fmt: skip
+    return f"$push/c1/ctwing/meter/{IMEI}", _dump(body)
+
+
 MAKERS: dict[str, list[Maker]] = {
+    onenet.name: [_onenet, _onenet_fields],
+    ctwing.name: [_ctwing],
     gridgate_json.name: [_gridgate_loc, _gridgate_loc_nested, _gridgate_data, _gridgate_status],
     vendor_access.name: [_access, _access_converted],
     vendor_gas.name: [_gas],

@@ -1,0 +1,188 @@
+"""Carrier-platform pushes, without the network: signatures, body splitting, the push adapters,
+and the sources the pipeline reads (tests/integration/test_push.py has the real listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from adapters import ctwing, onenet
+from adapters.nbiot import push_topic
+from devices.errors import RejectedInput
+from devices.families import Channel, Family
+from gateway.mqtt.source import Message
+from gateway.push.platforms import MAX_MESSAGES, parse_ctwing, parse_onenet
+from gateway.push.source import MergedSource, PushSource
+
+IMEI = "868480031234567"
+AT = 1_764_900_000_000
+TOKEN = "t0ken"
+
+
+def test_onenet_signature_is_base64_of_md5_of_token_nonce_msg() -> None:
+    expected = base64.b64encode(hashlib.md5(b't0kenabc{"a":1}').digest()).decode()
+    assert onenet.signature(TOKEN, "abc", '{"a":1}') == expected
+    body = json.loads(onenet.body([{"a": 1}], TOKEN, "abc"))
+    assert body == {"msg": {"a": 1}, "msg_signature": expected, "nonce": "abc"}
+
+
+def test_a_signed_onenet_push_splits_into_its_messages() -> None:
+    msgs = [{"type": 1, "imei": IMEI, "at": AT, "ds_id": "battery", "value": 80},
+            {"type": 2, "imei": "bad/imei", "at": AT, "status": 1}]  # fmt: skip
+    parsed = parse_onenet(onenet.body(msgs, TOKEN, "n"), TOKEN)
+    assert parsed.signed
+    assert [i.imei for i in parsed.items] == [IMEI, None]  # not a usable id: no device
+    assert [json.loads(i.payload) for i in parsed.items] == msgs
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[]", b'{"msg": {"a": 1}}', b'{"msg": [], "nonce": "n", "msg_signature": "x"}'],
+)
+def test_malformed_onenet_bodies_go_on_whole_to_be_dead_lettered(body: bytes) -> None:
+    parsed = parse_onenet(body, TOKEN)
+    if parsed.signed:
+        assert [(i.imei, i.payload) for i in parsed.items] == [(None, body)]
+    else:  # the last one is well-formed but not signed with our token
+        assert parsed.items == ()
+
+
+def test_onenet_refuses_another_token_a_tampered_msg_and_too_many_messages() -> None:
+    body = onenet.body([{"type": 1, "imei": IMEI, "at": AT}], "other", "n")
+    assert not parse_onenet(body, TOKEN).signed
+    good = onenet.body([{"type": 1, "imei": IMEI, "at": AT, "value": 1}], TOKEN, "n")
+    assert not parse_onenet(good.replace(b'"value":1', b'"value":2'), TOKEN).signed
+    many = onenet.body([{"type": 1}] * (MAX_MESSAGES + 1), TOKEN, "n")
+    [whole] = parse_onenet(many, TOKEN).items
+    assert whole.imei is None
+
+
+def test_ctwing_names_its_device_by_imei() -> None:
+    body = json.dumps({"messageType": "dataReport", "IMEI": IMEI}).encode()
+    assert [i.imei for i in parse_ctwing(body)] == [IMEI]
+    assert [i.imei for i in parse_ctwing(b"\xff")] == [None]
+
+
+def decode(adapter: str, family: str, message: dict[str, object], imei: str = IMEI) -> list:  # type: ignore[type-arg]
+    module = onenet if adapter == "onenet" else ctwing
+    return module.decode(push_topic("c1", adapter, family, imei), json.dumps(message).encode())
+
+
+def test_onenet_data_points_and_online_messages() -> None:
+    [r] = decode("onenet", "safety", {"type": 1, "imei": IMEI, "at": AT, "ds_id": "battery",
+                                      "value": 55})  # fmt: skip
+    assert (r.channel, r.values["battery_pct"], r.time_ns) == (Channel.TELEMETRY, 55, AT * 10**6)
+    [alarm] = decode("onenet", "safety", {"type": 1, "imei": IMEI, "at": AT,
+                                          "value": {"smoke_state": 1, "smoke_density": 3.2}})  # fmt: skip
+    assert (alarm.kind, alarm.values["smoke_density_db_m"]) == ("smoke_alarm", 3.2)
+    [online] = decode("onenet", "safety", {"type": 2, "imei": IMEI, "at": AT, "status": 1})
+    assert (online.channel, online.kind) == (Channel.STATUS, "online")
+
+
+@pytest.mark.parametrize(
+    ("family", "message", "reason"),
+    [
+        ("unregistered", {"type": 1, "imei": IMEI, "at": AT, "ds_id": "battery", "value": 1},
+         "unregistered"),
+        ("safety", {"type": 1, "imei": "868480031234568", "at": AT, "ds_id": "battery",
+                    "value": 1}, "device_id_mismatch"),
+        ("safety", {"type": 1, "imei": IMEI, "at": AT, "value": {"smoke_state": 9}}, "bad_kind"),
+        ("safety", {"type": 1, "imei": IMEI, "at": AT}, "missing_field"),
+        ("safety", {"type": 3, "imei": IMEI, "at": AT}, "bad_value"),
+        ("elder", {"type": 1, "imei": IMEI, "at": AT, "ds_id": "battery", "value": 1},
+         "unsupported_family"),
+    ],
+)  # fmt: skip
+def test_onenet_rejections(family: str, message: dict[str, object], reason: str) -> None:
+    with pytest.raises(RejectedInput) as caught:
+        decode("onenet", family, message)
+    assert caught.value.reason == reason
+
+
+def test_ctwing_appdata_is_the_meter_reply_under_the_registry_identity() -> None:
+    frame_id = "12345678901234"  # the address in the frame is not the identity
+    from adapters import cjt188
+    from devices.location import Location
+    from devices.reading import Reading
+
+    reading = Reading(frame_id, Family.METER, Channel.TELEMETRY, "telemetry", AT * 10**6,
+                      Location("c1"), {"meter_type": "water", "water_m3": 10.5})  # fmt: skip
+    _, frame = cjt188.encode(reading)
+    message = {"messageType": "dataReport", "IMEI": IMEI, "timestamp": AT + 5,
+               "payload": {"APPdata": base64.b64encode(frame).decode()}}  # fmt: skip
+    [r] = decode("ctwing", "meter", message)
+    assert (r.device_id, r.values["water_m3"], r.time_ns) == (IMEI, 10.5, AT * 10**6)
+    for payload, reason in (({"APPdata": "***"}, "bad_encoding"),
+                            ({"APPdata": ""}, "bad_encoding")):  # fmt: skip
+        with pytest.raises(RejectedInput) as caught:
+            decode("ctwing", "meter", {**message, "payload": payload})
+        assert caught.value.reason == reason
+    with pytest.raises(RejectedInput) as caught:
+        decode("ctwing", "safety", message)
+    assert caught.value.reason == "unsupported_payload"
+
+
+def test_ctwing_online_offline_and_other_message_types() -> None:
+    base = {"IMEI": IMEI, "timestamp": AT}
+    [off] = decode("ctwing", "meter", {**base, "messageType": "deviceOnlineOfflineReport",
+                                       "eventType": 0})  # fmt: skip
+    assert off.kind == "offline"
+    with pytest.raises(RejectedInput) as caught:
+        decode("ctwing", "meter", {**base, "messageType": "commandResponse"})
+    assert caught.value.reason == "unsupported_message"
+
+
+# -- sources --------------------------------------------------------------------------------
+
+
+async def test_a_push_is_answered_once_all_its_messages_are_acked() -> None:
+    source = PushSource(max_pending=3)
+    done = source.submit([("t/1", b"a"), ("t/2", b"b")])
+    assert done is not None and source.pending == 2
+    assert source.submit([("t/3", b"c"), ("t/4", b"d")]) is None  # no room: 503, not held
+    batch = await source.next_batch(10, 0)
+    assert [m.payload for m in batch] == [b"a", b"b"]
+    source.ack(batch[:1])
+    assert not done.done()
+    source.ack(batch[1:])
+    assert done.done() and source.pending == 0
+
+
+class _Slow:
+    """A stand-in MQTT source that answers only after `delay_s`."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.acked: list[Message] = []
+
+    async def next_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        await asyncio.sleep(min(self.delay_s, timeout_s))
+        return [Message("mqtt/t", b"m", 0, 7)] if self.delay_s <= timeout_s else []
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        self.acked += messages
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+
+async def test_merged_source_waits_on_both_and_acks_each_to_its_own() -> None:
+    push = PushSource()
+    mqtt = _Slow(delay_s=0.5)
+    merged = MergedSource(mqtt, push)
+    waiting = asyncio.create_task(merged.next_batch(10, 0.3))
+    await asyncio.sleep(0.05)
+    done = push.submit([("$push/p", b"x")])
+    batch = await waiting
+    assert [m.payload for m in batch] == [b"x"]  # the push woke it; the MQTT wait was dropped
+    later = await merged.next_batch(10, 1.0)
+    assert [m.payload for m in later] == [b"m"]
+    merged.ack([*batch, *later])
+    assert done is not None and done.done()
+    assert [m.payload for m in mqtt.acked] == [b"m"]
