@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.nbiot import PLATFORMS
 from devices.errors import ConfigError
 
 MEMBER_TOPIC = "gridgate/alerts/member"
@@ -104,9 +105,10 @@ def accounts(
     devices: Iterable[tuple[str, str]], members: Iterable[str], concentrators: Iterable[str]
 ) -> list[Account]:
     """`devices`: (device id, adapter). Meters behind a concentrator (raw DL/T 645 and CJ/T 188
-    frames) never connect themselves: their concentrator does, with its own account."""
+    frames) never connect themselves: their concentrator does, with its own account; NB-IoT
+    devices behind a carrier platform do not speak MQTT at all (the platform pushes)."""
     out = [Account(GATEWAY_USER, "gateway"), Account(ALERTS_USER, "alerts")]
-    out += [Account(d, "device") for d, adapter in sorted(devices) if adapter not in RAW]
+    out += [Account(d, "device") for d, adapter in sorted(devices) if adapter not in NO_ACCOUNT]
     out += [Account(c, "concentrator") for c in sorted(set(concentrators))]
     out += [Account(m, "member") for m in sorted(members)]
     names = [a.username for a in out]
@@ -117,6 +119,7 @@ def accounts(
 
 
 RAW = frozenset({"dlt645", "cjt188"})
+NO_ACCOUNT = RAW | frozenset(PLATFORMS)
 
 
 def write_config(directory: Path, ingest_filters: Sequence[str], users: Sequence[Account]) -> int:

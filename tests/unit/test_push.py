@@ -186,3 +186,11 @@ async def test_merged_source_waits_on_both_and_acks_each_to_its_own() -> None:
     merged.ack([*batch, *later])
     assert done is not None and done.done()
     assert [m.payload for m in mqtt.acked] == [b"m"]
+
+
+def test_devices_behind_a_carrier_platform_get_no_broker_account() -> None:
+    from gateway.mqtt.broker_config import accounts
+
+    users = {a.username for a in accounts([(IMEI, "onenet"), ("868480041234567", "ctwing"),
+                                           ("sd-1", "gridgate_json")], [], [])}  # fmt: skip
+    assert "sd-1" in users and IMEI not in users and "868480041234567" not in users
