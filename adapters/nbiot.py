@@ -39,9 +39,10 @@ from devices.topics import is_valid_id
 PUSH_PREFIX = "$push"
 UNREGISTERED = "unregistered"
 UNKNOWN = "unknown"
+MALFORMED = "malformed"  # a body the listener could not take the message out of
 NO_COMMUNITY = "-"
 NO_DEVICE = "-"
-PLATFORMS = ("onenet", "ctwing")
+PLATFORMS = ("onenet", "ctwing", "hikvision_isapi")  # the adapters of pushed messages
 
 SMOKE_STATES: dict[int, SafetyEvent | None] = {
     0: None,
@@ -76,22 +77,26 @@ def push_filter(platform: str) -> str:
     return f"{PUSH_PREFIX}/+/{platform}/+/+"
 
 
-def parse_push_topic(topic: str, platform: str) -> tuple[str, Family, str]:
-    """(community, family, IMEI) of a push topic; `unregistered` for a device the registry
-    does not know (or a family no NB-IoT format here covers)."""
+def parse_push_topic(
+    topic: str, platform: str, families: tuple[Family, ...] = PUSH_FAMILIES
+) -> tuple[str, Family, str]:
+    """(community, family, device id) of a push topic; `unregistered` for a device the
+    registry does not know, `unsupported_family` for one of a family not in `families`."""
     parts = topic.split("/")
     if len(parts) != 5 or parts[0] != PUSH_PREFIX or parts[2] != platform:
         raise RejectedInput("bad_topic", f"expected {push_topic('community', platform, 'f', 'i')}")
     community, family, imei = parts[1], parts[3], parts[4]
     if family == UNKNOWN:
         raise RejectedInput("no_device", "the body names no device")
-    known = next((f for f in PUSH_FAMILIES if f.value == family), None)
+    if family == MALFORMED:
+        raise RejectedInput("malformed_body", "the push body holds no event that can be read")
+    known = next((f for f in families if f.value == family), None)
     if family == UNREGISTERED or community == NO_COMMUNITY:
         raise RejectedInput("unregistered", "no device with this IMEI is in the registry")
     if known is None:
-        raise RejectedInput("unsupported_family", f"no NB-IoT {family} format is known")
+        raise RejectedInput("unsupported_family", f"{platform} sends no {family} readings")
     if not is_valid_id(imei) or not is_valid_id(community):
-        raise RejectedInput("bad_device_id", "IMEI has characters outside [A-Za-z0-9_.:-]")
+        raise RejectedInput("bad_device_id", "device id has characters outside [A-Za-z0-9_.:-]")
     return community, known, imei
 
 

@@ -47,6 +47,7 @@ REGISTERED_ADAPTERS: tuple[str, ...] = (
     "vendor_wearable",
     "onenet",
     "ctwing",
+    "hikvision_isapi",
 )
 _ADAPTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -31,6 +31,7 @@ class AccessEvent(StrEnum):
     PERIMETER_BREACH = "perimeter_breach"
     TAMPER = "tamper"
     FAULT = "fault"
+    UNKNOWN_EVENT = "unknown_event"  # a terminal's code not mapped here: kept with the code
 
 
 class AccessMethod(StrEnum):

@@ -74,6 +74,11 @@ class AccessData(FamilyData):
     face_image: str | None = _f(DataClass.BIOMETRIC, doc="base64 image")
     face_feature: str | None = _f(DataClass.BIOMETRIC, doc="base64 feature vector")
     resident_ref: str | None = _f(DataClass.QUASI_IDENTIFIER, max_length=_ID_TEXT)
+    employee_no: str | None = _f(
+        DataClass.DIRECT_IDENTIFIER, max_length=_ID_TEXT, doc="a face terminal's person number"
+    )
+    event_major: int | None = _f(ge=0, le=65_535, doc="a terminal's own event code, kept as is")
+    event_minor: int | None = _f(ge=0, le=65_535)
 
 
 class SafetyData(FamilyData):

@@ -36,7 +36,7 @@ from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.push.server import PushListener
 from gateway.push.source import MergedSource, PushSource
-from gateway.registry import ConsentCache, Registry
+from gateway.registry import ConsentCache, Registry, ResidentNumbers
 from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.influx_v2 import InfluxV2Client
@@ -224,6 +224,7 @@ class Gateway:
                 self.policy,
                 self.keyring,
                 face_consent=ConsentCache(self.registry),
+                resident_of=ResidentNumbers(self.registry, self.keyring.current),
                 counts=self.metrics.dropped_fields,
             )
             log.info("registry: %d devices", self.directory.reload())

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     push_host: str = "127.0.0.1"
     onenet_token: SecretStr | None = None  # the token set in OneNET's push configuration
     ctwing_token: SecretStr | None = None  # the last path segment of the CTWing push URL
+    # Hikvision terminals' push URLs carry a token derived from this (`gridgate push-url`)
+    hikvision_secret: SecretStr | None = None
     push_answer_s: float = Field(default=8.0, gt=0, description="durable hand-off, else 503")
     push_max_pending: int = Field(default=10_000, ge=1, description="messages awaiting hand-off")
 

@@ -35,14 +35,27 @@ Step = Callable[[Any, Reading], Any]
 # (output field, reason counted when made, step, reason counted when the step gives None)
 Plan = tuple[tuple[str, str | None, Step, str], ...]
 FaceConsent = Callable[[str], bool]
+# A resident's number on a device (a face terminal's employee number) → the pseudonym of their
+# ID number, or None for a number the registry does not know.
+ResidentOf = Callable[[str], str | None]
 
 _FACE = "face"
 _ID_NUMBER = IdentifierKind.ID_NUMBER.value
-_REASONS = {"pseudonymise": "pseudonymised", "mask": "masked", "generalise": "generalised"}
+_REASONS = {
+    "pseudonymise": "pseudonymised",
+    "mask": "masked",
+    "generalise": "generalised",
+    "resolve": "resolved",
+}
+_EMPLOYEE_NO = "employee_no"
 NOT_DERIVABLE = "not_derivable"
 TEXT_DROPPED = "text_dropped"  # free text its rule refused, dropped
 TEXT_SCRUBBED = "text_scrubbed"  # free text its rule refused, stored with parts redacted
 MAX_ALLOWED_TEXTS = 4096  # remembered allowed values per free-text field
+
+
+def _nobody(number: str) -> str | None:
+    return None
 
 
 def _no_consent(pseudonym: str) -> bool:
@@ -115,11 +128,13 @@ class Deidentifier:
         keyring: KeyRing,
         *,
         face_consent: FaceConsent = _no_consent,
+        resident_of: ResidentOf = _nobody,
         counts: Counter[str] | None = None,
     ) -> None:
         self.policy = policy
         self.keyring = keyring
         self.face_consent = face_consent
+        self.resident_of = resident_of
         self.counts: Counter[str] = counts if counts is not None else Counter()
         tables = {key: self._compile(family) for key, family in policy.families.items()}
         self._status = tables[STATUS]
@@ -194,10 +209,14 @@ class Deidentifier:
         if device is None or not device.gate_approved:
             return False
         id_number = _text(values.get(_ID_NUMBER))
-        if id_number is None:
-            return False  # consent is recorded per resident: no ID, no identity
-        pseudonym = ops.pseudonymise(id_number, _ID_NUMBER, self.keyring)
+        number = _text(values.get(_EMPLOYEE_NO))
         try:
+            if id_number is not None:
+                pseudonym: str | None = ops.pseudonymise(id_number, _ID_NUMBER, self.keyring)
+            else:
+                pseudonym = None if number is None else self.resident_of(number)
+            if pseudonym is None:
+                return False  # consent is recorded per resident: nobody known, no identity
             return bool(self.face_consent(pseudonym))
         except Exception as exc:  # fail closed: an unreachable registry means no consent
             self.counts["consent_error"] += 1
@@ -247,6 +266,13 @@ class Deidentifier:
         return (output, _REASONS[action.op], derive, NOT_DERIVABLE)
 
     def _derive(self, kind: str, op: str, to: str) -> Step:
+        if op == "resolve":
+
+            def resolve(value: Any, reading: Reading) -> str | None:
+                text = _text(value)
+                return None if text is None else self.resident_of(text)
+
+            return resolve
         if op == "pseudonymise":
             keyring = self.keyring
 

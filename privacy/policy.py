@@ -81,8 +81,8 @@ MODELS: dict[str, type[FamilyData]] = {
 }
 MEASUREMENTS = ("access", "safety", "meter", "elder", "device_status", "liveness")
 
-Operator = Literal["keep", "drop", "pseudonymise", "mask", "generalise"]
-OPERATORS: tuple[str, ...] = ("keep", "drop", "pseudonymise", "mask", "generalise")
+Operator = Literal["keep", "drop", "pseudonymise", "mask", "generalise", "resolve"]
+OPERATORS: tuple[str, ...] = ("keep", "drop", "pseudonymise", "mask", "generalise", "resolve")
 Generaliser = Literal["age_band", "gender", "coarse_position", "coarse_time"]
 
 # Which operators each class of data may have. Direct identifiers are never kept; biometrics
@@ -90,7 +90,9 @@ Generaliser = Literal["age_band", "gender", "coarse_position", "coarse_time"]
 ALLOWED_OPERATORS: dict[DataClass, frozenset[str]] = {
     DataClass.NON_PERSONAL: frozenset({"keep", "drop"}),
     DataClass.QUASI_IDENTIFIER: frozenset({"keep", "drop", "pseudonymise"}),
-    DataClass.DIRECT_IDENTIFIER: frozenset({"drop", "pseudonymise", "mask", "generalise"}),
+    DataClass.DIRECT_IDENTIFIER: frozenset(
+        {"drop", "pseudonymise", "mask", "generalise", "resolve"}
+    ),
     DataClass.BIOMETRIC: frozenset({"drop"}),
     DataClass.HEALTH: frozenset({"keep", "drop"}),
     DataClass.WHEREABOUTS: frozenset({"keep", "drop", "generalise"}),
@@ -102,6 +104,9 @@ GENERALISER_FIELDS: dict[str, frozenset[str]] = {
     "coarse_position": frozenset({"latitude", "longitude"}),
 }
 _PSEUDONYMISABLE = frozenset(k.value for k in IdentifierKind)
+# Fields `resolve` can read: a number a device knows a resident by, which the registry maps to
+# the resident (as the pseudonym of their ID number, like every resident_ref).
+RESOLVABLE = frozenset({"employee_no"})
 OUTPUT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}", flags=re.ASCII)
 # Names the storage layer writes itself, or uses as tags: an output must not shadow them.
 RESERVED_OUTPUTS = frozenset(
@@ -304,13 +309,13 @@ class FamilyPolicy:
     fields: Mapping[str, FieldPolicy]
 
     def outputs(self) -> dict[str, str]:
-        """Every output field this family can store → the input field it comes from."""
-        return {
-            action.output: spec.name
-            for spec in self.fields.values()
-            for action in spec.actions
-            if action.output is not None
-        }
+        """Every output field this family can store → the (first) input field it comes from."""
+        out: dict[str, str] = {}
+        for spec in self.fields.values():
+            for action in spec.actions:
+                if action.output is not None:
+                    out.setdefault(action.output, spec.name)
+        return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -508,6 +513,9 @@ def _check_actions(
         if action.op == "pseudonymise" and name not in _PSEUDONYMISABLE:
             problems.append(f"{where}: {name} is not an identifier that can be pseudonymised")
             continue
+        if action.op == "resolve" and name not in RESOLVABLE:
+            problems.append(f"{where}: {name} is not a number the registry knows residents by")
+            continue
         if action.op == "mask" and name not in MASKS:
             problems.append(f"{where}: there is no mask for {name}")
             continue
@@ -547,8 +555,17 @@ def _check_output(
             f"{path}: output {output!r} would look like the raw {output} field; "
             f"name it after what it is (e.g. {output}_masked)"
         )
-    if output in outputs:
+    if output in outputs and not _same_resident(name, outputs[output]):
         problems.append(f"{path}: output {output!r} is also written by {outputs[output]}")
+
+
+# An ID number's pseudonym and a terminal's resolved person number are the same thing (the
+# resident's pseudonym): one event carries one or the other, so they may share an output.
+_RESIDENT_SOURCES = frozenset({IdentifierKind.ID_NUMBER.value, *RESOLVABLE})
+
+
+def _same_resident(name: str, other: str) -> bool:
+    return {name, other} <= _RESIDENT_SOURCES and name != other
 
 
 def _retention(text: str) -> Retention:

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import api as api_cli
     from gateway.cli import broker as broker_cli
     from gateway.cli import demo as demo_cli
+    from gateway.cli import push_url as push_url_cli
     from gateway.cli import query as query_cli
     from gateway.registry import cli as registry_cli
     from simulators import cli as sim_cli
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_cli.add_arguments(sub)
     alerts_cli.add_arguments(sub)
     query_cli.add_arguments(sub)
+    push_url_cli.add_arguments(sub)
 
     decode = sub.add_parser("decode", help="decode one message and print canonical readings")
     decode.add_argument("--adapter", default="gridgate_json")
@@ -163,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli import alerts as alerts_cli
 
             return alerts_cli.run(args, settings)
+        if args.command == "push-url":
+            from gateway.cli import push_url as push_url_cli
+
+            return push_url_cli.run(args, settings)
         if args.command == "query":
             from gateway.cli import query as query_cli
 

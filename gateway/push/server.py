@@ -4,7 +4,10 @@ Routes (only those of platforms with a token configured):
 
 * ``GET  /push/onenet``  OneNET's URL verification: answers ``msg`` when signed, else 401;
 * ``POST /push/onenet``  OneNET's data push (signed: see `gateway.push.platforms`);
-* ``POST /push/ctwing/<token>``  CTWing's subscription push.
+* ``POST /push/ctwing/<token>``  CTWing's subscription push;
+* ``POST /push/hikvision/<device id>/<token>``  a Hikvision terminal's event (JSON or multipart
+  with pictures, which are dropped on arrival: `gateway.push.isapi`). A terminal the registry
+  does not know (as a ``hikvision_isapi`` device) is refused with 403.
 
 Every answer is one of: 200 after the durable hand-off of every message in the push (a
 malformed body or an unknown device is dead-lettered, then answered 200 so the platform does
@@ -37,6 +40,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from adapters.nbiot import (
+    MALFORMED,
     NO_COMMUNITY,
     NO_DEVICE,
     UNKNOWN,
@@ -46,6 +50,7 @@ from adapters.nbiot import (
 from devices.errors import ConfigError
 from gateway.pipeline.core import DeviceDirectory
 from gateway.pipeline.metrics import GatewayMetrics
+from gateway.push import isapi
 from gateway.push.platforms import (
     MAX_BODY_BYTES,
     PushItem,
@@ -61,6 +66,7 @@ from gateway.settings import Settings
 log = logging.getLogger(__name__)
 
 REMEMBERED = 100_000
+HIKVISION = "hikvision_isapi"
 
 
 class PushListener:
@@ -80,11 +86,14 @@ class PushListener:
         self.answer_s = settings.push_answer_s
         self._onenet = settings.onenet_token.get_secret_value() if settings.onenet_token else None
         self._ctwing = settings.ctwing_token.get_secret_value() if settings.ctwing_token else None
+        hikvision = settings.hikvision_secret
+        self._hikvision = hikvision.get_secret_value() if hikvision else None
         self._answered: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     @property
     def platforms(self) -> list[str]:
-        return [p for p, t in (("onenet", self._onenet), ("ctwing", self._ctwing)) if t]
+        tokens = (("onenet", self._onenet), ("ctwing", self._ctwing), (HIKVISION, self._hikvision))
+        return [p for p, t in tokens if t]
 
     def app(self) -> Starlette:
         routes = []
@@ -93,6 +102,9 @@ class PushListener:
             routes.append(Route("/push/onenet", self._onenet_push, methods=["POST"]))
         if self._ctwing:
             routes.append(Route("/push/ctwing/{token}", self._ctwing_push, methods=["POST"]))
+        if self._hikvision:
+            route = "/push/hikvision/{device}/{token}"
+            routes.append(Route(route, self._isapi_push, methods=["POST"]))
         return Starlette(routes=routes)
 
     def bind(self) -> socket.socket:
@@ -146,7 +158,7 @@ class PushListener:
         parsed = parse_onenet(body, self._onenet)
         if not parsed.signed:
             return self._refuse("onenet")
-        return await self._hand_off("onenet", parsed.items, digest)
+        return await self._hand_off_items("onenet", parsed.items, digest)
 
     async def _ctwing_push(self, request: Request) -> Response:
         assert self._ctwing is not None
@@ -158,7 +170,33 @@ class PushListener:
         digest = hashlib.sha256(body).digest()
         if digest in self._answered:
             return self._replayed("ctwing")
-        return await self._hand_off("ctwing", parse_ctwing(body), digest)
+        return await self._hand_off_items("ctwing", parse_ctwing(body), digest)
+
+    async def _isapi_push(self, request: Request) -> Response:
+        assert self._hikvision is not None
+        device_id, token = request.path_params["device"], request.path_params["token"]
+        if not isapi.token_ok(self._hikvision, device_id, token):
+            return self._refuse(HIKVISION)
+        info = self.directory.lookup(device_id)
+        if info is None or info.adapter != HIKVISION:
+            return self._answer(HIKVISION, "unknown_terminal", 403)
+        body = await self._body(request, HIKVISION)
+        if isinstance(body, Response):
+            return body
+        parts = isapi.split(request.headers.get("content-type", ""), body)
+        del body  # the pictures go with it: nothing below ever sees them
+        if parts.pictures:
+            self.metrics.dropped_fields["face_picture"] += parts.pictures
+        seen = f"{device_id}:{parts.serial}".encode() if parts.serial is not None else parts.event
+        digest = hashlib.sha256(b"isapi:" + (seen or b"")).digest()
+        if parts.event is not None and digest in self._answered:
+            return self._replayed(HIKVISION)
+        community = info.location.community
+        family = info.family.value if parts.event is not None else MALFORMED
+        topic = push_topic(community, HIKVISION, family, device_id)
+        return await self._hand_off(
+            HIKVISION, [(topic, parts.event or b"")], digest, malformed=parts.event is None
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -182,10 +220,17 @@ class PushListener:
             return push_topic(NO_COMMUNITY, platform, UNREGISTERED, item.imei)
         return push_topic(info.location.community, platform, info.family.value, item.imei)
 
-    async def _hand_off(
+    async def _hand_off_items(
         self, platform: str, items: tuple[PushItem, ...], digest: bytes
     ) -> Response:
-        done = self.source.submit([(self._topic(platform, i), i.payload) for i in items])
+        messages = [(self._topic(platform, i), i.payload) for i in items]
+        malformed = any(i.imei is None for i in items)
+        return await self._hand_off(platform, messages, digest, malformed=malformed)
+
+    async def _hand_off(
+        self, platform: str, messages: list[tuple[str, bytes]], digest: bytes, *, malformed: bool
+    ) -> Response:
+        done = self.source.submit(messages)
         if done is None:
             return self._answer(platform, "busy", 503)
         done.add_done_callback(lambda _: self._remember(digest))
@@ -193,7 +238,6 @@ class PushListener:
             await asyncio.wait_for(asyncio.shield(done), self.answer_s)
         except TimeoutError:  # handed off later all the same: the platform's resend is a replay
             return self._answer(platform, "timeout", 503)
-        malformed = any(i.imei is None for i in items)
         return self._answer(platform, "malformed" if malformed else "accepted", 200)
 
     def _remember(self, digest: bytes) -> None:

@@ -27,7 +27,7 @@ from gateway.registry.records import (
     Resident,
     Role,
 )
-from gateway.registry.residents import ConsentCache
+from gateway.registry.residents import ConsentCache, ResidentNumbers
 from gateway.registry.store import Registry
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "RegistryCounts",
     "RequestStatus",
     "Resident",
+    "ResidentNumbers",
     "Role",
     "import_file",
     "rekey_file",

@@ -140,6 +140,16 @@ class ResidentRepository:
             )
             return {key: value for key, value in rows}
 
+    def resident_pseudonyms(self, kid: str) -> dict[str, str]:
+        """Resident id → the pseudonym of their ID number under key `kid`."""
+        with self._db.reading() as s:
+            rows = s.execute(
+                select(PseudonymRow.resident_id, PseudonymRow.pseudonym).where(
+                    PseudonymRow.kid == kid
+                )
+            )
+            return {resident: pseudonym for resident, pseudonym in rows}
+
     def vault_kids(self) -> dict[str, int]:
         """Key id → number of vault rows made with it."""
         with self._db.reading() as s:
@@ -281,3 +291,45 @@ __all__ = [
     "HouseholdRepository",
     "ResidentRepository",
 ]
+
+
+class ResidentNumbers:
+    """A face terminal's number for a person → the resident's pseudonym under the current key,
+    as privacy's `resident_of` callback (the ``resolve`` of ``employee_no``).
+
+    Terminals are enrolled with the registry's resident id as the person's number (Hikvision's
+    employeeNo): no other list of who is who exists outside the registry. A number the registry
+    does not know resolves to nothing; the event is stored without a resident reference. The
+    map is reloaded at most every `max_age_s` (an import or a rekey elsewhere shows then)."""
+
+    def __init__(
+        self,
+        registry: ResidentPseudonyms,
+        kid: str,
+        *,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._kid = kid
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._map: dict[str, str] = {}
+        self._loaded = 0.0
+        self.reload()
+
+    def __call__(self, number: str) -> str | None:
+        if self._clock() - self._loaded > self._max_age_s:
+            self.reload()
+        return self._map.get(number)
+
+    def reload(self) -> None:
+        loaded = self._clock()
+        self._map = self._registry.resident_pseudonyms(self._kid)
+        self._loaded = loaded
+
+
+class ResidentPseudonyms(Protocol):
+    """What `ResidentNumbers` reads: a `Registry` (or its `ResidentRepository`)."""
+
+    def resident_pseudonyms(self, kid: str) -> dict[str, str]: ...

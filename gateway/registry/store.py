@@ -272,6 +272,9 @@ class Registry:
     def pseudonyms_of(self, resident_id: str) -> dict[str, str]:
         return self._residents.pseudonyms_of(resident_id)
 
+    def resident_pseudonyms(self, kid: str) -> dict[str, str]:
+        return self._residents.resident_pseudonyms(kid)
+
     def vault_kids(self) -> dict[str, int]:
         return self._residents.vault_kids()
 

@@ -58,7 +58,11 @@ def test_shipped_policy_defaults() -> None:
         "age_band": "id_number",
         "card_ref": "card_no",
         "plate_masked": "plate",
+        "event_major": "event_major",
+        "event_minor": "event_minor",
     }
+    assert [a.op for a in access.fields["employee_no"].actions] == ["resolve"]
+    assert access.fields["employee_no"].actions[0].output == "resident_ref"
     for name in ("person_name", "phone", "face_image", "face_feature", "resident_ref"):
         assert [a.op for a in access.fields[name].actions] == ["drop"]
     elder = policy.families["elder"].fields
@@ -384,6 +388,7 @@ def test_free_text_fields_are_the_plain_string_fields() -> None:
         "access": [
             "card_no",
             "door",
+            "employee_no",
             "face_feature",
             "face_image",
             "id_number",

@@ -194,3 +194,95 @@ def test_devices_behind_a_carrier_platform_get_no_broker_account() -> None:
     users = {a.username for a in accounts([(IMEI, "onenet"), ("868480041234567", "ctwing"),
                                            ("sd-1", "gridgate_json")], [], [])}  # fmt: skip
     assert "sd-1" in users and IMEI not in users and "868480041234567" not in users
+
+
+# -- Hikvision ISAPI ------------------------------------------------------------------------
+
+JPEG = b"\xff\xd8\xff\xfe\x00\x08face\xff\xd9"
+
+
+def _multipart(parts: list[tuple[str, str, bytes]], boundary: str = "bnd") -> bytes:
+    out = b""
+    for name, ctype, data in parts:
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+                f"Content-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"  # fmt: skip
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def test_isapi_multipart_keeps_the_event_and_counts_the_pictures() -> None:
+    from gateway.push.isapi import split
+
+    event = json.dumps({"AccessControllerEvent": {"serialNo": 7}}).encode()
+    body = _multipart([("event_log", "application/json", event), ("Picture", "image/jpeg", JPEG),
+                       ("Picture", "image/jpeg", JPEG)])  # fmt: skip
+    parts = split("multipart/form-data; boundary=bnd", body)
+    assert (parts.event, parts.pictures, parts.serial) == (event, 2, 7)
+    wrapped = json.dumps({"EventNotificationAlert": {"AccessControllerEvent": {"serialNo": 8}}})
+    assert split("application/json", wrapped.encode()).serial == 8
+    torn = split("multipart/form-data; boundary=bnd", body[:40])
+    assert torn.event is None
+    assert split("multipart/form-data", body).event is None  # no boundary
+    assert split("image/jpeg", JPEG).event is None
+
+
+def test_isapi_terminal_tokens_are_per_terminal_and_per_secret() -> None:
+    from gateway.push.isapi import terminal_token, token_ok
+
+    token = terminal_token("s", "ACS1")
+    assert token_ok("s", "ACS1", token)
+    assert not token_ok("s", "ACS2", token) and not token_ok("t", "ACS1", token)
+    assert len(token) == 24 and token != terminal_token("s", "ACS2")
+
+
+@pytest.mark.parametrize(
+    ("major", "minor", "kind", "method"),
+    [(5, 75, "entry_granted", "face"), (5, 76, "entry_denied", "face"),
+     (5, 1, "entry_granted", "card"), (5, 9, "entry_denied", "card"),
+     (5, 0x1B, "door_forced", "none"), (1, 0x404, "tamper", "none")],
+)  # fmt: skip
+def test_isapi_codes_give_the_event_and_the_method(
+    major: int, minor: int, kind: str, method: str
+) -> None:
+    from adapters import hikvision_isapi
+
+    body = {"dateTime": "2024-05-20T08:30:15+08:00", "eventType": "AccessControllerEvent",
+            "AccessControllerEvent": {"majorEventType": major, "subEventType": minor,
+                                      "currentVerifyMode": "card"}}  # fmt: skip
+    [r] = hikvision_isapi.decode(push_topic("c1", "hikvision_isapi", "access", "T1"),
+                                 json.dumps(body).encode())  # fmt: skip
+    assert (r.kind, r.values["method"]) == (kind, method)
+
+
+def test_resolve_gives_the_residents_pseudonym_only_with_consent_at_an_approved_gate() -> None:
+    from datetime import date
+
+    from devices.info import DeviceInfo
+    from devices.location import Location
+    from devices.reading import Reading
+    from privacy.deidentify import Deidentifier
+    from privacy.keys import KeyRing
+    from privacy.policy import load_policy
+
+    refs = {"r-1": "P-one", "r-2": "P-two"}
+    consents = {"P-one": True, "P-two": False}
+    keyring = KeyRing([("k1", hashlib.sha256(b"k").digest())])
+    privacy = Deidentifier(load_policy(), keyring, face_consent=consents.__getitem__,
+                           resident_of=refs.get)  # fmt: skip
+    place = Location("c1", "g01", "b01", "u1")
+    gate = DeviceInfo("T1", Family.ACCESS, "hikvision_isapi", "hik", place, "", "mains",
+                      date(2024, 1, 1), gate_approved=True)  # fmt: skip
+
+    def ref(employee: str, method: str = "face", device: DeviceInfo = gate) -> object:
+        values = {"method": method, "employee_no": employee, "person_name": "张伟"}
+        r = Reading("T1", Family.ACCESS, Channel.EVENT, "entry_granted", AT * 10**6, place, values)
+        out = privacy.apply(r, device).values
+        assert "person_name" not in out and "employee_no" not in out
+        return out.get("resident_ref")
+
+    assert ref("r-1") == "P-one"
+    assert ref("r-2") is None  # no consent
+    assert ref("r-9") is None  # nobody the registry knows
+    from dataclasses import replace
+
+    assert ref("r-1", device=replace(gate, gate_approved=False)) is None
+    assert ref("r-2", method="card") == "P-two"  # a card is not a face: no consent needed

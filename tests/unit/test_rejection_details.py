@@ -21,6 +21,7 @@ from adapters import (
     ctwing,
     dlt645,
     gridgate_json,
+    hikvision_isapi,
     onenet,
     vendor_access,
     vendor_gas,
@@ -142,7 +143,18 @@ def _ctwing(key: str) -> tuple[str, bytes]:
     return f"$push/c1/ctwing/meter/{IMEI}", _dump(body)
 
 
+def _isapi(key: str) -> tuple[str, bytes]:
+    body = {"dateTime": "not a time", "eventType": "AccessControllerEvent", key: _nested(key),
+            "AccessControllerEvent": {"majorEventType": key, "subEventType": 75, key: key}}  # fmt: skip
+    return "$push/c1/hikvision_isapi/access/T1", _dump(body)
+
+
+def _isapi_wrapped(key: str) -> tuple[str, bytes]:
+    return "$push/c1/hikvision_isapi/access/T1", _dump({"EventNotificationAlert": {key: key}})
+
+
 MAKERS: dict[str, list[Maker]] = {
+    hikvision_isapi.name: [_isapi, _isapi_wrapped],
     onenet.name: [_onenet, _onenet_fields],
     ctwing.name: [_ctwing],
     gridgate_json.name: [_gridgate_loc, _gridgate_loc_nested, _gridgate_data, _gridgate_status],
