@@ -30,6 +30,9 @@ Barrier cameras (``eventType`` ``ANPR``): ``ANPR.licensePlate`` (or ``plateNumbe
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -111,6 +114,13 @@ class IsapiEvent(VendorModel):
 
 class Wrapped(VendorModel):
     EventNotificationAlert: IsapiEvent
+
+
+def terminal_token(secret: str, device_id: str) -> str:
+    """The token in a terminal's push URL: HMAC-SHA256 of its id under the gateway's secret,
+    so a leaked URL opens one terminal's door, and a new secret closes them all."""
+    mac = hmac.new(secret.encode(), f"hikvision:{device_id}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()  # 24 characters
 
 
 def event_of(payload: bytes) -> IsapiEvent:

@@ -110,6 +110,7 @@ VENDOR_OF: dict[str, str] = {
     "gridgate_json": "gridgate-sim",
     "onenet": "weian-nb-smoke",
     "ctwing": "qingquan-nb-water",
+    "hikvision_isapi": "hikvision",
 }
 # NB-IoT devices pushed by their carrier platform over HTTP (a share chosen per community,
 # drawn from a stream of its own so that communities without them stay as they were).
@@ -117,6 +118,11 @@ NBIOT_PLATFORM: dict[Equipment, str] = {
     Equipment.SMOKE_DETECTOR: "onenet",
     Equipment.WATER_METER: "ctwing",
 }
+# Hikvision face terminals and plate cameras pushing ISAPI events over HTTP (a share chosen
+# per community, drawn apart like the NB-IoT devices).
+ISAPI_EQUIPMENT = frozenset(
+    {Equipment.UNIT_GATE, Equipment.COMMUNITY_GATE, Equipment.VEHICLE_BARRIER}
+)
 _GATE_NAMES = ("北门", "南门", "东门", "西门")
 FACE_GATES = frozenset({Equipment.UNIT_GATE, Equipment.COMMUNITY_GATE})
 _NUMERALS = "零一二三四五六七八九"
@@ -608,6 +614,7 @@ def build_community(
     street: str = DEFAULT_STREET,
     adapters: frozenset[str] | None = None,
     nbiot: float = 0.0,
+    isapi: float = 0.0,
 ) -> Community:
     """The community: ≈ households/300 grids of 100-household buildings (4 units × ~25 rooms).
 
@@ -615,10 +622,11 @@ def build_community(
     device whose drawn format is missing publishes in ``gridgate_json`` instead, with the same
     id, and `Community.fallbacks` counts how many moved. `nbiot` is the share of smoke
     detectors and water meters that are NB-IoT devices behind a carrier platform (OneNET,
-    CTWing), pushed to the gateway over HTTP.
+    CTWing), pushed to the gateway over HTTP; `isapi` the share of gates and barriers that are
+    Hikvision terminals and cameras pushing ISAPI events.
     """
-    if not 0.0 <= nbiot <= 1.0:
-        raise ValueError("nbiot must be a share within 0..1")
+    if not (0.0 <= nbiot <= 1.0 and 0.0 <= isapi <= 1.0):
+        raise ValueError("nbiot and isapi must be shares within 0..1")
     if households < 1:
         raise ValueError("households must be >= 1")
     if not is_valid_id(community):
@@ -636,6 +644,7 @@ def build_community(
     mix_rng = Random(f"{root}:adapters")
     misc_rng = Random(f"{root}:devices")
     nbiot_rng = Random(f"{root}:nbiot")
+    isapi_rng = Random(f"{root}:isapi")
     ids = _Ids(community)
     fallbacks: dict[str, int] = {}
     devices: list[CommunityDevice] = []
@@ -656,6 +665,8 @@ def build_community(
         pushed = nbiot > 0 and equipment in NBIOT_PLATFORM and nbiot_rng.random() < nbiot
         if pushed:
             drawn = adapter = NBIOT_PLATFORM[equipment]
+        if isapi > 0 and equipment in ISAPI_EQUIPMENT and isapi_rng.random() < isapi:
+            drawn = adapter = "hikvision_isapi"
         installed = installed_from + timedelta(days=misc_rng.randrange(365 * 5))
         device_id = ids.next(equipment, imei=pushed)
         meter_protocol = drawn in ("dlt645", "cjt188")

@@ -102,6 +102,17 @@ def add_community_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="the gateway's push listener, e.g. http://127.0.0.1:18090 (GRIDGATE_PUSH_PORT)",
     )
+    parser.add_argument(
+        "--isapi-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of gates and barriers that are Hikvision terminals and plate cameras pushing"
+        " ISAPI events (face events with a picture) to --push-url (default 0)",
+    )
+    parser.add_argument(
+        "--hikvision-secret", default="", help="the gateway's GRIDGATE_HIKVISION_SECRET"
+    )
     parser.add_argument("--onenet-token", default="", help="the gateway's GRIDGATE_ONENET_TOKEN")
     parser.add_argument("--ctwing-token", default="", help="the gateway's GRIDGATE_CTWING_TOKEN")
     parser.add_argument(
@@ -335,13 +346,16 @@ def _check(args: argparse.Namespace) -> str:
     if not 1 <= getattr(args, "max_inflight", DEFAULT_MAX_INFLIGHT) < 65_535:
         return "--max-inflight must be within 1..65534"
     share = getattr(args, "nbiot_share", 0.0)
-    if not 0.0 <= share <= 1.0:
-        return "--nbiot-share must be within 0..1"
-    if share > 0 and not args.fleet_only:
+    isapi = getattr(args, "isapi_share", 0.0)
+    if not (0.0 <= share <= 1.0 and 0.0 <= isapi <= 1.0):
+        return "--nbiot-share and --isapi-share must be within 0..1"
+    if (share > 0 or isapi > 0) and not args.fleet_only:
         if not args.push_url.startswith(("http://", "https://")):
-            return "--nbiot-share needs --push-url (the gateway's push listener)"
-        if not (args.onenet_token and args.ctwing_token):
+            return "--nbiot-share and --isapi-share need --push-url (the gateway's push listener)"
+        if share > 0 and not (args.onenet_token and args.ctwing_token):
             return "--nbiot-share needs --onenet-token and --ctwing-token"
+        if isapi > 0 and not args.hikvision_secret:
+            return "--isapi-share needs --hikvision-secret"
     return ""
 
 
@@ -390,7 +404,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     community = build_community(
-        args.households, args.seed, args.community, nbiot=getattr(args, "nbiot_share", 0.0)
+        args.households,
+        args.seed,
+        args.community,
+        nbiot=getattr(args, "nbiot_share", 0.0),
+        isapi=getattr(args, "isapi_share", 0.0),
     )
     path = community.write_fleet(fleet_path(args))
     counts = community.counts()
@@ -425,7 +443,10 @@ def run(args: argparse.Namespace) -> int:
     publisher = Publisher(args.host, args.port, max_inflight=args.max_inflight)
     if getattr(args, "push_url", ""):
         publisher.push_to(
-            args.push_url, onenet_token=args.onenet_token, ctwing_token=args.ctwing_token
+            args.push_url,
+            onenet_token=args.onenet_token,
+            ctwing_token=args.ctwing_token,
+            hikvision_secret=args.hikvision_secret,
         )
     try:
         publisher.connect()

@@ -42,6 +42,7 @@ ADAPTER_NAMES = (
     "vendor_access",
     "onenet",
     "ctwing",
+    "hikvision_isapi",
 )
 # Only the gateway's own format has a status channel; devices in other formats send their
 # liveness heartbeats and last-will there (as a vendor platform's bridge does).
@@ -50,6 +51,9 @@ STATUS_MEASUREMENT = "device_status"  # gateway.storage.points: status readings'
 # Canonical fields each binary protocol can carry; its encoder refuses any other.
 _CJT188 = frozenset({"meter_type", "water_m3", "settlement_m3", "valve", "battery_low"})
 _CARRIES: dict[str, frozenset[str]] = {
+    "hikvision_isapi": frozenset(
+        {"method", "direction", "granted", "door", "person_name", "employee_no", "card_no", "plate"}
+    ),  # what a terminal's event says; no ID number, phone or face feature
     "dlt645": frozenset({"meter_type", "energy_kwh", "voltage_v", "current_a", "power_kw"}),
     "cjt188": _CJT188,
     "ctwing": _CJT188,  # its water meters send CJ/T 188 replies as APPdata

@@ -170,11 +170,23 @@ class Publisher:
         self._looping = False
         self.pusher: Pusher | None = None
 
-    def push_to(self, url: str, *, onenet_token: str = "", ctwing_token: str = "") -> None:
-        """Send NB-IoT devices' messages (`$push/…` topics) to the gateway's push listener at
-        `url`, as their carrier platforms would; without it they count as failed."""
+    def push_to(
+        self,
+        url: str,
+        *,
+        onenet_token: str = "",
+        ctwing_token: str = "",
+        hikvision_secret: str = "",
+    ) -> None:
+        """Send NB-IoT devices' messages and Hikvision terminals' events (`$push/…` topics) to
+        the gateway's push listener at `url`, as their platforms and terminals would; without
+        it they count as failed."""
         self.pusher = Pusher(
-            url, onenet_token=onenet_token, ctwing_token=ctwing_token, on_done=self._on_pushed
+            url,
+            onenet_token=onenet_token,
+            ctwing_token=ctwing_token,
+            hikvision_secret=hikvision_secret,
+            on_done=self._on_pushed,
         )
 
     def _on_pushed(self, ok: bool) -> None:

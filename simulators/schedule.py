@@ -594,6 +594,9 @@ class _Wearable(_Sim):
         return [_Out(t, batch, "telemetry", "elder-fall" if fallen is not None else "")]
 
 
+ISAPI_FORMAT = "hikvision_isapi"
+
+
 class _Gate(_Sim):
     """A face/card/QR terminal: every passage is an event carrying the person's data, as real
     terminals send it (the gateway's privacy layer removes it)."""
@@ -612,6 +615,8 @@ class _Gate(_Sim):
         self.people = people
         self.daily = max(daily, 1.0)
         self.peak = max(ACCESS_BY_HOUR)
+        # a face terminal enrolled with the registry's resident ids (Hikvision's employeeNo)
+        self.resident_ids: Mapping[Resident, str] | None = None
 
     def first_event(self, start: int) -> int | None:
         return self._next(start)
@@ -646,6 +651,8 @@ class _Gate(_Sim):
             return AccessEvent.ENTRY_DENIED.value, values
         who = rng.choice(self.people)
         values |= {"granted": True, "person_name": who.name}
+        if self.resident_ids is not None:
+            values["employee_no"] = self.resident_ids[who]
         if method is AccessMethod.FACE:
             values |= {
                 "similarity": round(rng.uniform(0.86, 0.995), 3),
@@ -717,9 +724,13 @@ class Schedule:
         drivers = [r for r in everyone if r.plate]
         gates = max(1, len(community.devices_of(Equipment.COMMUNITY_GATE)))
         barriers = max(1, len(community.devices_of(Equipment.VEHICLE_BARRIER)))
+        enrolled = {r: h.resident_id(i) for h in community.households
+                    for i, r in enumerate(h.residents)}  # fmt: skip
         for i, d in enumerate(community.devices):
             rng = Random(f"gridgate-schedule:{seed}:{community.code}:{d.device_id}")
             sim = self._model(d, rng, start, homes, unit_people, everyone, drivers, gates, barriers)
+            if isinstance(sim, _Gate) and d.adapter == ISAPI_FORMAT:
+                sim.resident_ids = enrolled
             self.devices.append(sim)
             self._index[d.device_id] = i
             if sim.period_s:

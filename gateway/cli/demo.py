@@ -84,6 +84,13 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="share of smoke detectors (OneNET) and water meters (CTWing) that are NB-IoT "
         "devices pushing over HTTP (default 0.1; 0: none)",
     )
+    demo.add_argument(
+        "--isapi-share",
+        type=float,
+        default=0.2,
+        help="share of gates and barriers that are Hikvision terminals and plate cameras "
+        "pushing ISAPI events with face pictures (default 0.2; 0: none)",
+    )
     demo.add_argument("--verbose", action="store_true", help="log each rejection (rate-limited)")
     demo.add_argument("--no-api", dest="api", action="store_false", help="without the HTTP API")
 
@@ -114,8 +121,8 @@ def plan_demo(args: argparse.Namespace) -> DemoPlan:
         raise ValueError("--duration must be 0 (until the present) or a number of seconds")
     if not is_valid_id(args.community):
         raise ValueError("--community may only use letters, digits and _.:- (a topic level)")
-    if not 0 <= args.nbiot_share <= 1:
-        raise ValueError("--nbiot-share must be a share within 0..1")
+    if not (0 <= args.nbiot_share <= 1 and 0 <= args.isapi_share <= 1):
+        raise ValueError("--nbiot-share and --isapi-share must be shares within 0..1")
     sim = argparse.Namespace(
         scenario=args.scenario,
         history=args.history if args.duration == 0 else None,
@@ -244,7 +251,7 @@ async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.model_copy(
         update={"community": args.community, "mqtt_client_id": f"gridgate-demo-{args.community}"}
     )
-    if args.nbiot_share > 0:
+    if args.nbiot_share > 0 or args.isapi_share > 0:
         settings = with_push(settings)
     fleet = await asyncio.to_thread(_import_fleet, settings, plan, console)
     if fleet is None:
@@ -268,6 +275,7 @@ def with_push(settings: Settings) -> Settings:
             "push_port": settings.push_port or DEMO_PUSH_PORT,
             "onenet_token": settings.onenet_token or SecretStr(secrets.token_urlsafe(16)),
             "ctwing_token": settings.ctwing_token or SecretStr(secrets.token_urlsafe(16)),
+            "hikvision_secret": settings.hikvision_secret or SecretStr(secrets.token_urlsafe(16)),
         }
     )
 
@@ -412,9 +420,10 @@ def _announce(
     say(f"demo: InfluxDB {settings.influx_url} db {settings.influx_database} "
         f"(see: gridgate query counts)")  # fmt: skip
     say(f"demo: alerts   gridgate alerts list --community {args.community}")
-    if args.nbiot_share > 0:
-        say(f"demo: NB-IoT   {args.nbiot_share:.0%} of smoke detectors and water meters push "
-            f"over HTTP to :{settings.push_port} (OneNET, CTWing)")  # fmt: skip
+    if args.nbiot_share > 0 or args.isapi_share > 0:
+        say(f"demo: pushed   {args.nbiot_share:.0%} of smoke detectors and water meters (NB-IoT: "
+            f"OneNET, CTWing), {args.isapi_share:.0%} of gates (Hikvision ISAPI, face pictures "
+            f"dropped on arrival) over HTTP to :{settings.push_port}")  # fmt: skip
     if standin.url:
         say(f"demo: level-I alerts also go to a local stand-in for the emergency webhook, "
             f"{standin.url} ({EMERGENCY_URL_ENV} is unset)")  # fmt: skip
@@ -475,13 +484,16 @@ async def _start_simulator(
     ]  # fmt: skip
     if args.duration == 0:
         cmd += ["--history", args.history]
-    if args.nbiot_share > 0 and settings.onenet_token and settings.ctwing_token:
+    onenet, ctwing, hikvision = (settings.onenet_token, settings.ctwing_token,
+                                 settings.hikvision_secret)  # fmt: skip
+    if (args.nbiot_share > 0 or args.isapi_share > 0) and onenet and ctwing and hikvision:
         host = f"[{settings.push_host}]" if ":" in settings.push_host else settings.push_host
         cmd += [
-            "--nbiot-share", f"{args.nbiot_share:g}",
+            "--nbiot-share", f"{args.nbiot_share:g}", "--isapi-share", f"{args.isapi_share:g}",
             "--push-url", f"http://{host}:{settings.push_port}",
-            "--onenet-token", settings.onenet_token.get_secret_value(),
-            "--ctwing-token", settings.ctwing_token.get_secret_value(),
+            "--onenet-token", onenet.get_secret_value(),
+            "--ctwing-token", ctwing.get_secret_value(),
+            "--hikvision-secret", hikvision.get_secret_value(),
         ]  # fmt: skip
     for scenario in args.scenario:
         cmd += ["--scenario", scenario]

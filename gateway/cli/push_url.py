@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.push.isapi import terminal_token
+from adapters.hikvision_isapi import terminal_token
 from gateway.settings import Settings
 
 

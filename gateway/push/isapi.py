@@ -12,15 +12,13 @@ the gateway's secret: ``/push/hikvision/<device id>/<token>``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-TOKEN_BYTES = 18  # 24 characters of base64
+from adapters.hikvision_isapi import terminal_token
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +29,6 @@ class IsapiBody:
     event: bytes | None
     pictures: int
     serial: int | None = None
-
-
-def terminal_token(secret: str, device_id: str) -> str:
-    """The token in a terminal's push URL: HMAC-SHA256 of its id under the gateway's secret,
-    so a leaked URL opens one terminal's door, and a new secret closes them all."""
-    mac = hmac.new(secret.encode(), f"hikvision:{device_id}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()[:TOKEN_BYTES]).decode()
 
 
 def token_ok(secret: str, device_id: str, given: str) -> bool:

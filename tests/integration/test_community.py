@@ -21,6 +21,7 @@ from tests.support.gateway_util import running_gateway
 from tests.support.polling import wait_for
 from tests.support.registered import registered_community
 from tests.support.services import Services
+from tests.support.stored import stored_counts
 
 # Still importable from here for tests/integration/test_privacy_leak.py (another change moves it).
 __all__ = ["community_settings", "registered_community"]
@@ -32,17 +33,6 @@ MEASUREMENTS = (*FAMILIES, "device_status")
 NS = 1_000_000_000
 WINDOW_S = 1800  # simulated seconds published at a time (device-offline test)
 PACE_S = 0.5  # real seconds between windows while the wristband is silent
-
-
-async def stored_counts(influx: InfluxV1Client) -> dict[tuple[str, str], int]:
-    """(measurement, device) → points stored."""
-    out: dict[tuple[str, str], int] = {}
-    for m in MEASUREMENTS:
-        for row in await influx.query(
-            f'SELECT count("schema") FROM {qualified(m)} GROUP BY "device"'
-        ):
-            out[(m, row["device"])] = int(row["count"])
-    return out
 
 
 async def stored_times(influx: InfluxV1Client, measurement: str) -> set[tuple[str, str, int]]:

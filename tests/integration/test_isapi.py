@@ -21,22 +21,24 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from adapters.hikvision_isapi import terminal_token
 from gateway.pipeline.deadletter import DeadLetterStore
-from gateway.push.isapi import terminal_token
 from gateway.registry import Registry
 from gateway.registry.importer import import_file
 from gateway.runtime import load_keyring
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
+from gateway.storage.retention import qualified
 from privacy.operators import pseudonymise
 from simulators.mqtt_tools import drop_session
 from simulators.people import fake_id_number
-from tests.support.community import community_settings
+from tests.support.community import community_settings, simulate_recorded
 from tests.support.gateway_util import gateway_env, running_gateway, start_gateway_process
 from tests.support.influx_util import HOST, free_port
 from tests.support.polling import wait_for
-from tests.support.registered import key_file
+from tests.support.registered import key_file, registered_community
 from tests.support.services import Services
+from tests.support.stored import stored_counts
 
 pytestmark = pytest.mark.integration
 
@@ -325,3 +327,49 @@ async def test_a_gateway_killed_between_an_event_and_its_answer_loses_nothing(
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         drop_session(services.mqtt_host, services.mqtt_port, env["GRIDGATE_MQTT_CLIENT_ID"])
+
+
+async def test_the_simulated_terminals_events_land_exactly_and_their_pictures_nowhere(
+    services: Services, unique: str, influx_db: str, tmp_path: Path
+) -> None:
+    """The simulator's Hikvision terminals and plate cameras (half the gates) push ISAPI
+    events, face events as multipart with a JPEG of their own, while everything else publishes
+    on MQTT: every reading stored once, at its time, and no picture anywhere."""
+    community, registry_url, fleet = registered_community(300, 73, unique, tmp_path, isapi=0.5)
+    terminals = {d.device_id for d in community.devices if d.adapter == "hikvision_isapi"}
+    assert terminals
+    port = free_port()
+    settings = community_settings(
+        services, unique, influx_db, tmp_path, registry_url,
+        push_port=port, hikvision_secret=SecretStr(SECRET),
+    )  # fmt: skip
+    try:
+        async with running_gateway(settings) as metrics:
+            report, expected = await simulate_recorded(
+                services,
+                ["--households", "300", "--speed", "600", "--duration", "10", "--seed", "73",
+                 "--community", unique, "--fleet-out", str(fleet), "--isapi-share", "0.5",
+                 "--push-url", f"http://{HOST}:{port}", "--hikvision-secret", SECRET],
+                tmp_path / "sent.json",
+            )  # fmt: skip
+            sent = report["publisher"]["published_ok"]
+            assert sent == report["publisher"]["total"] == expected.messages
+            await wait_for(lambda: metrics.acked >= sent, 60, "every message handled")
+        assert metrics.rejected == {} and metrics.dead_lettered == 0
+        assert metrics.dropped_fields["face_picture"] > 0  # face events came with pictures
+        async with InfluxV1Client(services.influx_url, influx_db) as influx:
+            counts = await stored_counts(influx)
+            dump = json.dumps(await influx.query(f"SELECT * FROM {qualified('access')}"),
+                              ensure_ascii=False).encode()  # fmt: skip
+        pushed = {k: n for k, n in expected.counts.items() if k[1] in terminals}
+        assert pushed, "no terminal sent anything"
+        wrong = {
+            k: (n, counts.get(k, 0)) for k, n in expected.counts.items() if counts.get(k, 0) != n
+        }
+        assert not wrong, sorted(wrong.items())[:5]
+        marker = b"gridgate-sim face"  # in every simulated picture
+        assert marker not in dump
+        for path in files_under(tmp_path):
+            assert marker not in path.read_bytes(), path
+    finally:
+        drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)

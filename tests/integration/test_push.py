@@ -22,7 +22,6 @@ from devices.reading import Reading
 from gateway.pipeline.deadletter import DeadLetterStore
 from gateway.settings import Settings
 from gateway.storage.influx_v1 import InfluxV1Client
-from gateway.storage.retention import qualified
 from simulators.community import Community, CommunityDevice
 from simulators.mqtt_tools import drop_session
 from tests.support.community import community_settings, simulate_recorded
@@ -31,6 +30,7 @@ from tests.support.influx_util import HOST, free_port
 from tests.support.polling import wait_for
 from tests.support.registered import registered_community
 from tests.support.services import Services
+from tests.support.stored import stored_counts
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +58,6 @@ def water_report(device: CommunityDevice, at_ms: int, m3: float) -> bytes:
 def ctwing_message(imei: str, at_ms: int, kind: str = "dataReport", **extra: Any) -> bytes:
     body = {"messageType": kind, "deviceId": f"p{imei}", "IMEI": imei, "timestamp": at_ms, **extra}
     return onenet.compact(body).encode()
-
-
-async def stored_counts(influx: InfluxV1Client) -> dict[tuple[str, str], int]:
-    """(measurement, device) → points stored, in every retention policy of the database."""
-    out: dict[tuple[str, str], int] = {}
-    for m in ("access", "safety", "meter", "elder", "device_status"):
-        query = f'SELECT count("schema") FROM {qualified(m)} GROUP BY "device"'
-        for row in await influx.query(query):
-            out[(m, row["device"])] = int(row["count"])
-    return out
 
 
 async def stored(services: Services, database: str, measurement: str, device: str) -> int:

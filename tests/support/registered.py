@@ -27,10 +27,12 @@ def registered_community(
     url: str | None = None,
     *,
     nbiot: float = 0.0,
+    isapi: float = 0.0,
 ) -> tuple[Community, str, Path]:
     """`url`: the registry's database (default: a new SQLite file in `tmp`); `nbiot`: the
-    share of smoke detectors and water meters pushed by carrier platforms."""
-    community = build_community(households, seed, code, nbiot=nbiot)
+    share of smoke detectors and water meters pushed by carrier platforms; `isapi`: the share
+    of gates and barriers that are Hikvision terminals."""
+    community = build_community(households, seed, code, nbiot=nbiot, isapi=isapi)
     fleet = community.write_fleet(tmp / "fleet.yaml")
     url = url or f"sqlite:///{tmp / 'registry.sqlite3'}"
     with Registry.open(url) as registry:

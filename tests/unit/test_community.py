@@ -136,7 +136,7 @@ def test_adapter_mix_follows_the_weights(big: Community) -> None:
         total = sum(w for _, w in mix)
         for adapter, weight in mix:
             assert abs(seen[adapter] / len(devices) - weight / total) < 0.04, (equipment, seen)
-    pushed = set(NBIOT_PLATFORM.values())  # NB-IoT devices only when asked for
+    pushed = {*NBIOT_PLATFORM.values(), "hikvision_isapi"}  # pushed devices only when asked for
     assert {d.adapter for d in big.devices} == set(formats.ADAPTER_NAMES) - pushed
 
 
