@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import signal
 import time
@@ -32,6 +33,7 @@ from gateway.storage.retention import qualified
 from privacy.operators import pseudonymise
 from simulators.mqtt_tools import drop_session
 from simulators.people import fake_id_number
+from tests.support.api import add_accounts, crawl, running_api
 from tests.support.community import community_settings, simulate_recorded
 from tests.support.gateway_util import gateway_env, running_gateway, start_gateway_process
 from tests.support.influx_util import HOST, free_port
@@ -145,8 +147,13 @@ async def rows(services: Services, database: str, device: str) -> list[dict[str,
 
 
 async def test_terminals_events_land_once_without_pictures_names_or_numbers(
-    services: Services, unique: str, influx_db: str, tmp_path: Path
+    services: Services,
+    unique: str,
+    influx_db: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     registry_url, key_settings = setup_registry(unique, tmp_path)
     port = free_port()
     settings = community_settings(
@@ -193,14 +200,16 @@ async def test_terminals_events_land_once_without_pictures_names_or_numbers(
             # an unknown terminal (right token, not in the registry), and a wrong token
             assert await post("ACSHK9999", event(75, 9, t0)) == 403
             assert await post(APPROVED, event(75, 9, t0), secret="guess") == 401
-            # 6, 7: a barrier camera: a car in, a car out
+            # 6: the door forced (an alert: the alert stores are not empty)
+            assert await post(APPROVED, event(0x1B, 5, t0 + 7)) == 200
+            # 7, 8: a barrier camera: a car in, a car out
             assert await post(CAMERA, anpr("京A12345", "forward", t0 + 5)) == 200
             assert await post(CAMERA, anpr("沪B67890", "reverse", t0 + 6)) == 200
 
             outcomes = {
                 o: n for (p, o), n in metrics.push_requests.items() if p == "hikvision_isapi"
             }
-            assert outcomes == {"accepted": 7, "replayed": 1, "malformed": 1,
+            assert outcomes == {"accepted": 8, "replayed": 1, "malformed": 1,
                                 "unknown_terminal": 1, "unauthorized": 1}  # fmt: skip
             # 1 + 2 + 2 resent + the torn body's: all let go on arrival
             assert metrics.dropped_fields["face_picture"] == 6
@@ -212,7 +221,7 @@ async def test_terminals_events_land_once_without_pictures_names_or_numbers(
         unapproved = await rows(services, db, UNAPPROVED)
         camera = sorted(await rows(services, db, CAMERA), key=lambda r: r["time"])
         assert [r["kind"] for r in approved] == ["entry_granted", "entry_granted", "entry_denied",
-                                                 "unknown_event"]  # fmt: skip
+                                                 "unknown_event", "door_forced"]  # fmt: skip
         keyring = load_keyring(key_settings)
         yes_ref = pseudonymise(ID_YES, "id_number", keyring)
         # identity only for the consenting resident at the approved terminal
@@ -239,6 +248,16 @@ async def test_terminals_events_land_once_without_pictures_names_or_numbers(
             for secret in (JPEG, base64.b64encode(JPEG), *(n.encode() for n in NAMES)):
                 assert secret not in data, path
             assert ID_YES.encode() not in data and ID_NO.encode() not in data, path
+        # the logs (DEBUG) and what the API shows an administrator of the community
+        add_accounts(settings, {"isapi-admin": {"role": "admin", "scope": unique}})
+        async with running_api(settings, ingest=False) as api:
+            shown = await crawl(api, await api.login("isapi-admin"))
+        assert any('"kind":"door_forced"' in text for text in shown.values())
+        texts = {"logs": caplog.text, **shown}
+        for where, text in texts.items():
+            for secret in (*NAMES, "r-yes", "r-no", "京A12345", "沪B67890", ID_YES, ID_NO,
+                           base64.b64encode(JPEG).decode()):  # fmt: skip
+                assert secret not in text, (where, secret)
         dead = DeadLetterStore(settings.deadletter_path, keyring=None)
         try:
             [letter] = dead.recent()
