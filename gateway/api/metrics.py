@@ -70,6 +70,13 @@ class GatewayCollector(Collector):
         for reason, n in sorted(m.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
+        pushes = CounterMetricFamily(
+            "gridgate_push_requests", "carrier and terminal pushes, by platform and answer",
+            labels=["platform", "outcome"],
+        )  # fmt: skip
+        for (platform, outcome), n in sorted(m.push_requests.items()):
+            pushes.add_metric([platform, outcome], n)
+        yield pushes
         dropped = CounterMetricFamily(
             "gridgate_dropped_fields", "fields privacy dropped, by reason", labels=["reason"]
         )
