@@ -253,6 +253,7 @@ class Gateway:
                 escalation_s=settings.escalation_check_s,
                 clock_ns=self.alert_clock_ns,
                 environ=self.environ,
+                public_url=settings.public_url,
             ),
             household_ref=lambda h: pseudonymise(h, IdentifierKind.HOUSEHOLD_REF, keyring),
         )

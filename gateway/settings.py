@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     push_host: str = "127.0.0.1"
     onenet_token: SecretStr | None = None  # the token set in OneNET's push configuration
     ctwing_token: SecretStr | None = None  # the last path segment of the CTWing push URL
+    # Where members open the API's member page (https://gw.example.cn): group robots' alert
+    # messages link to it. Unset: no link.
+    public_url: str | None = None
     # Hikvision terminals' push URLs carry a token derived from this (`gridgate push-url`)
     hikvision_secret: SecretStr | None = None
     push_answer_s: float = Field(default=8.0, gt=0, description="durable hand-off, else 503")

@@ -48,6 +48,7 @@ _URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.ASCII)
 # importer refuses them: gateway.registry.records.DELIVERABLE_CHANNEL_KINDS).
 DELIVERABLE_CHANNELS: frozenset[str] = frozenset(k.value for k in DELIVERABLE_CHANNEL_KINDS)
 UnreachableReason = Literal["no_channel", "unsupported_channel", "no_member", "webhook_unset"]
+ROBOT_MEMBER_PREFIX = "robot:"
 
 StrictInt = Annotated[int, Strict()]
 StrictStr = Annotated[str, Strict()]
@@ -125,12 +126,38 @@ class WebhookIn(_Model):
         return self
 
 
+class RobotIn(_Model):
+    kind: Literal["wecom", "dingtalk"]
+    url_env: StrictStr  # the URL holds the robot's key: never in a file
+    secret_env: StrictStr | None = None  # DingTalk's signing secret
+
+    @model_validator(mode="after")
+    def _check(self) -> RobotIn:
+        for name in (self.url_env, self.secret_env):
+            if name is not None and not _ENV_NAME.fullmatch(name):
+                raise ValueError("url_env and secret_env are environment variable names")
+        if self.secret_env is not None and self.kind != "dingtalk":
+            raise ValueError("secret_env signs DingTalk robots only")
+        return self
+
+
+class GroupIn(_Model):
+    """A place's group chat: its robot is told of every alert at the place (or inside it)."""
+
+    robot: StrictStr
+    grid: StrictStr | None = None
+    building: StrictStr | None = None
+    severities: list[Literal["I", "II", "III", "IV"]] = ["I", "II", "III", "IV"]
+
+
 class RoutingPolicyIn(_Model):
     version: Literal[1]
     severities: dict[Literal["I", "II", "III", "IV"], SeverityIn]
     kinds: dict[StrictStr, KindIn] = {}
     escalation: EscalationIn
     webhooks: dict[StrictStr, WebhookIn] = {}
+    robots: dict[StrictStr, RobotIn] = {}
+    groups: list[GroupIn] = []
     reopen_within_s: int = Field(default=1800, ge=0, le=7 * 86400)
 
 
@@ -167,6 +194,30 @@ class Webhook:
 
 
 @dataclass(frozen=True, slots=True)
+class RobotSpec:
+    name: str
+    kind: Literal["wecom", "dingtalk"]
+    url_env: str
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    robot: str
+    grid: str | None
+    building: str | None
+    severities: frozenset[Severity]
+
+    def covers(self, alert: Alert) -> bool:
+        loc = alert.location
+        return (
+            alert.severity in self.severities
+            and (self.grid is None or loc.grid == self.grid)
+            and (self.building is None or loc.building == self.building)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingPolicy:
     source: str
     severities: Mapping[Severity, Targets]
@@ -176,6 +227,8 @@ class RoutingPolicy:
     remind_first_responders: bool
     webhooks: Mapping[str, Webhook]
     reopen_within_s: int = 1800  # a condition back this soon after clearing reopens its alert
+    robots: Mapping[str, RobotSpec] = field(default_factory=dict)
+    groups: tuple[Group, ...] = ()
 
     @property
     def max_level(self) -> int:
@@ -257,6 +310,12 @@ def parse_routing_policy(text: str, source: str = "<routing policy>") -> Routing
     for name in parsed.webhooks:
         if not _WEBHOOK_NAME.fullmatch(name):
             problems.append(f"webhooks.{name}: a name is a-z, 0-9, _ and -, starting with a letter")
+    for name in parsed.robots:
+        if not _WEBHOOK_NAME.fullmatch(name):
+            problems.append(f"robots.{name}: a name is a-z, 0-9, _ and -, starting with a letter")
+    for i, group in enumerate(parsed.groups):
+        if group.robot not in parsed.robots:
+            problems.append(f"groups.{i}.robot: unknown robot {group.robot!r}")
 
     def check_refs(where: str, names: Sequence[str] | None) -> tuple[str, ...] | None:
         if names is None:
@@ -303,6 +362,11 @@ def parse_routing_policy(text: str, source: str = "<routing policy>") -> Routing
         remind_first_responders=parsed.escalation.remind_first_responders,
         webhooks={n: Webhook(n, w.url, w.url_env) for n, w in parsed.webhooks.items()},
         reopen_within_s=parsed.reopen_within_s,
+        robots={n: RobotSpec(n, r.kind, r.url_env, r.secret_env) for n, r in parsed.robots.items()},
+        groups=tuple(
+            Group(g.robot, g.grid, g.building, frozenset(Severity[x] for x in g.severities))
+            for g in parsed.groups
+        ),
     )
 
 
@@ -379,6 +443,19 @@ class Router:
         self._registry = registry
         self._channels = frozenset(channels)
         env = environ or {}
+        # name → kind, URL, secret
+        self.robots: dict[str, tuple[Literal["wecom", "dingtalk"], str, str | None]] = {}
+        for name, spec in policy.robots.items():
+            url = env.get(spec.url_env, "")
+            secret = env.get(spec.secret_env) if spec.secret_env else None
+            if url and _URL.fullmatch(url) and (spec.secret_env is None or secret):
+                self.robots[name] = (spec.kind, url, secret)
+            else:
+                log.warning(
+                    "routing: robot %s has no usable URL or secret (%s%s unset or not http(s));"
+                    " alerts routed to it will report it unreachable",
+                    name, spec.url_env, f"/{spec.secret_env}" if spec.secret_env else "",
+                )  # fmt: skip
         self._webhook_urls: dict[str, str] = {}
         for name, hook in policy.webhooks.items():
             url = hook.url if hook.url is not None else env.get(hook.url_env or "", "")
@@ -412,7 +489,7 @@ class Router:
                 if member.id in seen_members:
                     continue
                 seen_members.add(member.id)
-                usable = [ch for ch in member.channels if str(ch.kind) in self._channels]
+                usable = [ch for ch in member.channels if self._usable(str(ch.kind), ch.target)]
                 if not usable:
                     why: UnreachableReason = (
                         "unsupported_channel" if member.channels else "no_channel"
@@ -432,16 +509,32 @@ class Router:
                     unreachable.append(Unreachable(who, None, "webhook_unset"))
                 else:
                     recipients.append(Recipient(who, None, "webhook", url))
+        for group in self.policy.groups:
+            if group.covers(alert) and group.robot not in seen_hooks:
+                seen_hooks.add(group.robot)
+                who = ROBOT_MEMBER_PREFIX + group.robot
+                robot = self.robots.get(group.robot)
+                if robot is None:
+                    unreachable.append(Unreachable(who, None, "webhook_unset"))
+                else:
+                    recipients.append(Recipient(who, None, robot[0], group.robot))
         route = Route(alert.id, level, tuple(recipients), tuple(unreachable))
         _report(route)
         return route
+
+    def _usable(self, kind: str, target: str) -> bool:
+        """A channel delivery can send on; a robot channel's target is a robot of the policy
+        (a member's own WeCom or DingTalk robot) whose URL is set."""
+        if kind not in self._channels:
+            return False
+        return kind not in ("wecom", "dingtalk") or self.robots.get(target, ("",))[0] == kind
 
     def member_recipients(self, member: Member) -> list[Recipient]:
         """`member` on every channel delivery can send on (a hand-over's new holder)."""
         return [
             Recipient(member.id, member.role, str(ch.kind), ch.target)
             for ch in member.channels
-            if str(ch.kind) in self._channels
+            if self._usable(str(ch.kind), ch.target)
         ]
 
     def recipients(self, alert: Alert, level: int = 0) -> list[Recipient]:

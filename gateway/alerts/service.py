@@ -31,6 +31,7 @@ from gateway.alerts.delivery import (
     WebhookSecrets,
     WebhookSender,
 )
+from gateway.alerts.delivery.robots import ROBOT_CHANNELS, Robot, RobotSender
 from gateway.alerts.engine import AlertChange, AlertEngine
 from gateway.alerts.escalation import Escalator
 from gateway.alerts.lifecycle import Lifecycle
@@ -61,9 +62,12 @@ class AlertConfig:
     tick_s: float = 1.0
     escalation_s: float = 5.0
     clock_ns: Callable[[], int] = field(default=time.time_ns)
+    public_url: str | None = None  # where members open their page: robots' messages link it
 
 
 DELIVERY_FAILED = "delivery_failed"
+ROBOT_CONCURRENCY = 200  # robot items waiting for a window (merged into digests meanwhile)
+ROBOT_LEASE_S = 180.0  # past a robot's 60 s window and its 10 s timeout
 ALERT_REFUSED = "alert_refused"
 SPOOL_FULL = "spool_full"
 # The outside world being down: the registry database or the audit log cannot be reached,
@@ -209,6 +213,7 @@ class AlertService:
         self.on_change: list[Callable[[], None]] = []
         self.deliveries_refused = 0  # notifications the outbox would not take (bugs)
         self._worker: DeliveryWorker | None = None
+        self._robot_worker: DeliveryWorker | None = None
 
     def refresh_households(self, devices: Sequence[DeviceInfo]) -> None:
         """device → (household subject reference, elder living alone), for the solitary-elder
@@ -253,8 +258,8 @@ class AlertService:
         for change in list(changes):
             if change.delivery_refused and change.alert.kind != DELIVERY_FAILED:
                 changes += await self._delivery_refused(change)
-        if self._worker is not None and any(c.notify for c in changes):
-            self._worker.notify()
+        if any(c.notify for c in changes):
+            self._notify_workers()
         return refused
 
     def _changed(self) -> None:
@@ -340,9 +345,29 @@ class AlertService:
             return
         await self.accept([delivery_failed_condition(failed, item.channel, self.config.clock_ns())])
 
+    def _notify_workers(self) -> None:
+        for worker in (self._worker, self._robot_worker):
+            if worker is not None:
+                worker.notify()
+
+    def _robot_sender(self) -> RobotSender | None:
+        robots = {
+            name: Robot(name, kind, url, secret)
+            for name, (kind, url, secret) in self.router.robots.items()
+        }
+        if not robots:
+            return None
+        base = self.config.public_url.rstrip("/") if self.config.public_url else ""
+
+        def link_for(alert_id: int) -> str | None:
+            return f"{base}/m/?alert={alert_id}" if base else None
+
+        return RobotSender(robots, clock_ns=self.config.clock_ns, link_for=link_for)
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         webhooks = WebhookSender(WebhookSecrets.from_env(cfg.environ))
+        robots = self._robot_sender()
         try:
             async with MqttPublisher(
                 cfg.mqtt_host,
@@ -360,15 +385,28 @@ class AlertService:
                     on_dead=self._delivery_dead,
                     hub=self.hub,
                     audit=self.audit,
+                    skip_channels=ROBOT_CHANNELS,
                 )
+                if robots is not None:
+                    # its own worker: a robot's items may wait a minute for its rate window
+                    self._robot_worker = DeliveryWorker(
+                        self.outbox, None, None, clock_ns=cfg.clock_ns,
+                        on_dead=self._delivery_dead, audit=self.audit, robots=robots,
+                        channels=ROBOT_CHANNELS, concurrency=ROBOT_CONCURRENCY,
+                        lease_s=ROBOT_LEASE_S,
+                    )  # fmt: skip
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._worker.run(stop), name="alert-delivery")
+                    if self._robot_worker is not None:
+                        tg.create_task(self._robot_worker.run(stop), name="robot-delivery")
                     tg.create_task(self._every(stop, cfg.tick_s, self._tick), name="alert-rules")
                     tg.create_task(
                         self._every(stop, cfg.escalation_s, self._escalate), name="escalation"
                     )
         finally:
             await webhooks.aclose()
+            if robots is not None:
+                await robots.aclose()
 
     async def _tick(self) -> None:
         conditions = self.rules.tick()
@@ -380,8 +418,8 @@ class AlertService:
             done = await asyncio.to_thread(self.escalator.due)
             if done:
                 self._changed()
-            if done and self._worker is not None:
-                self._worker.notify()
+            if done:
+                self._notify_workers()
             if len(done) < 200:
                 return
 

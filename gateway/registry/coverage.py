@@ -27,7 +27,7 @@ from devices.places import KEY_SEP, LEVELS, PlaceLevel
 from gateway.registry._models import Device, MemberChannel, MemberRow, MemberScope, Place
 from gateway.registry.identifiers import shown_key, shown_place_name
 from gateway.registry.queries import chunks
-from gateway.registry.records import DELIVERABLE_CHANNEL_KINDS, Role
+from gateway.registry.records import DELIVERABLE_CHANNEL_KINDS, DELIVERABLE_TEXT, Role
 
 MAX_WARNINGS = 20
 _UNIT_DEPTH = PlaceLevel.UNIT.depth  # nobody is scoped to a room: a room is its unit's
@@ -114,7 +114,7 @@ def _either(roles: Sequence[Role]) -> str:
 
 
 def _channels() -> str:
-    return " or ".join(k.value for k in DELIVERABLE_CHANNEL_KINDS)
+    return DELIVERABLE_TEXT
 
 
 def _order(item: tuple[str, bool]) -> tuple[list[str], bool]:

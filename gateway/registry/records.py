@@ -59,12 +59,24 @@ class ChannelKind(StrEnum):
     WEBHOOK = "webhook"
     SMS = "sms"
     APP = "app"
+    WECOM = "wecom"  # target: a robot of the routing policy (a member's own group chat)
+    DINGTALK = "dingtalk"
 
 
 # The kinds alert delivery (gateway.alerts.delivery) sends on. sms and app are kept as kinds
 # (a registry from before may hold them; the router reports such members unreachable) but have
 # no sender: the importer refuses them, since a channel that never delivers is an alert lost.
-DELIVERABLE_CHANNEL_KINDS: tuple[ChannelKind, ...] = (ChannelKind.MQTT, ChannelKind.WEBHOOK)
+DELIVERABLE_CHANNEL_KINDS: tuple[ChannelKind, ...] = (
+    ChannelKind.MQTT,
+    ChannelKind.WEBHOOK,
+    ChannelKind.WECOM,
+    ChannelKind.DINGTALK,
+)
+# "mqtt, webhook, wecom or dingtalk", for messages that name what delivery sends on
+DELIVERABLE_TEXT = (
+    ", ".join(k.value for k in DELIVERABLE_CHANNEL_KINDS[:-1])
+    + f" or {DELIVERABLE_CHANNEL_KINDS[-1].value}"
+)
 
 
 class AccessRole(StrEnum):

@@ -72,7 +72,7 @@ def test_refused_adapter_and_channel_are_bad_rows_like_any_other(
     err = capsys.readouterr().err
     assert f"{path}:35: device d-5: unknown adapter (did you mean gridgate_json? adapters:" in err
     assert f"{path}:42: member m-3: channel 3: sms channels cannot be delivered: gridgate sends" \
-        " alerts on mqtt or webhook channels only" in err  # fmt: skip
+        " alerts on mqtt, webhook, wecom or dingtalk channels only" in err  # fmt: skip
     assert "gridgate_jsn" not in err and "13912345678" not in err  # refused values not echoed
     assert "warning" not in err  # a refused file gets no coverage warnings
 
@@ -83,7 +83,7 @@ def test_places_nobody_is_alerted_for_are_warned_about_and_imported(
     path = write(tmp_path, "small.yaml", SMALL_YAML.split("members:")[0])
     nobody = (
         f"{path}: warning: xf 幸福小区 (7 device(s) in 5 places): nobody is responsible there"
-        " (no active member with an mqtt or webhook channel), so no alert there reaches a member"
+        " (no active member with an mqtt, webhook, wecom or dingtalk channel), so no alert there reaches a member"
     )
     assert main(["registry", "import", str(path), "--dry-run"]) == 0
     captured = capsys.readouterr()

@@ -195,10 +195,13 @@ BAD_YAML_PROBLEMS = [
     (40, "unknown role (expected one of"),
     (40, "channel 1: mqtt target must be a topic to publish to"),
     (41, "a unit_head is responsible for a unit, not a building"),
-    (42, "channel 1: unknown channel kind (expected mqtt or webhook)"),
+    (42, "channel 1: unknown channel kind (expected mqtt, webhook, wecom or dingtalk)"),
     (42, "channel 2: webhook target is not an http(s) URL"),
     # sms and app channels import but nothing sends on them: refused, naming what delivers
-    (42, "channel 3: sms channels cannot be delivered: gridgate sends alerts on mqtt or webhook"),
+    (
+        42,
+        "channel 3: sms channels cannot be delivered: gridgate sends alerts on mqtt, webhook, wecom or dingtalk",
+    ),
     (45, "key 'name' appears twice"),
     (43, "channel 1: sms channels cannot be delivered"),
 ]
@@ -357,13 +360,13 @@ def test_an_adapter_name_nobody_registered_is_refused_with_the_closest_name(
     [
         (
             '"sms:13912345678"',
-            "sms channels cannot be delivered: gridgate sends alerts on mqtt or webhook channels only",
+            "sms channels cannot be delivered: gridgate sends alerts on mqtt, webhook, wecom or dingtalk channels only",
         ),
         (
             "{kind: app, target: user-771}",
-            "app channels cannot be delivered: gridgate sends alerts on mqtt or webhook channels only",
+            "app channels cannot be delivered: gridgate sends alerts on mqtt, webhook, wecom or dingtalk channels only",
         ),
-        ('"pager:12345"', "unknown channel kind (expected mqtt or webhook)"),
+        ('"pager:12345"', "unknown channel kind (expected mqtt, webhook, wecom or dingtalk)"),
         (
             '"webhook:https://hooks.example:99999/x?token=s3cret"',
             "webhook target is not an http(s) URL",
@@ -425,7 +428,7 @@ def test_a_community_with_devices_and_no_members_is_one_warning(tmp_path: Path) 
     path = write(tmp_path, "small.yaml", WITHOUT_MEMBERS)
     nobody = (
         "xf 幸福小区 (7 device(s) in 5 places): nobody is responsible there (no active member"
-        " with an mqtt or webhook channel), so no alert there reaches a member"
+        " with an mqtt, webhook, wecom or dingtalk channel), so no alert there reaches a member"
     )
     dry = import_file(registry, path, dry_run=True, audiences=AUDIENCES)
     assert dry.warnings == [nobody]  # said before anything is written …
@@ -468,14 +471,14 @@ def test_a_grid_with_devices_and_nobody_responsible_is_named(tmp_path: Path) -> 
     assert report.warnings == [
         # the community gate: nobody at the community level is left
         "xf 幸福小区 (1 device(s) at the community itself): nobody is responsible there (no"
-        " active member with an mqtt or webhook channel), so no alert there reaches a member",
+        " active member with an mqtt, webhook, wecom or dingtalk channel), so no alert there reaches a member",
         # g01 still has unit heads, building heads, a grid worker: only what is missing
         # everywhere is said, once, for the community
         "xf 幸福小区 (7 device(s) in 5 places): no property_duty for severity IV, battery,"
         " low_battery, device_offline alerts; no duty_desk for delivery_failed, alert_refused"
         " alerts",
         "xf/g02 第二网格 (2 device(s) in 2 places): nobody is responsible there (no active"
-        " member with an mqtt or webhook channel), so no alert there reaches a member",
+        " member with an mqtt, webhook, wecom or dingtalk channel), so no alert there reaches a member",
     ]
     for name in ("李建国", "王芳", "gridgate/alerts", "s3cret"):  # places only, no people
         assert not any(name in w for w in report.warnings), name
@@ -500,7 +503,7 @@ def test_a_building_with_devices_and_nobody_responsible_is_named(tmp_path: Path)
     )
     assert (
         "xf/g01/b03 3号楼 (4 device(s) in 2 places): nobody is responsible there (no active"
-        " member with an mqtt or webhook channel), so no alert there reaches a member"
+        " member with an mqtt, webhook, wecom or dingtalk channel), so no alert there reaches a member"
     ) in report.warnings
     assert not any(
         w.startswith(("xf/g01 ", "xf/g01/b01")) and "nobody" in w for w in report.warnings

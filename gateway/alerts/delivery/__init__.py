@@ -5,6 +5,8 @@
                                                           ▼
                              DeliveryWorker ──▶ MQTT (QoS 1, PUBACK) / webhook (signed, 2xx)
                                                           / Hub (WebSocket screens)
+                             a worker of its own ──▶ WeCom / DingTalk group robots (robots.py:
+                                                     rate-limited, bursts merged into digests)
                                                           │ mark_sent | retry | dead → on_dead
 
 At-least-once on the wire, exactly-once for receivers that deduplicate by ``delivery_id``

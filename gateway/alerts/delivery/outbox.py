@@ -54,7 +54,7 @@ from gateway.alerts.model import Notification
 from privacy.audit import find_raw_identifier
 from privacy.operators import PSEUDONYM_PATTERN, is_plate
 
-CHANNELS = frozenset({"mqtt", "webhook", "websocket"})
+CHANNELS = frozenset({"mqtt", "webhook", "websocket", "wecom", "dingtalk"})
 MEMBER_TOPIC = "gridgate/alerts/member/{member}"
 COMMUNITY_TOPIC = "gridgate/alerts/community/{community}"
 KEY_LEN = 200
@@ -379,10 +379,14 @@ class Outbox:
         *,
         lease_ns: int,
         exclude: Collection[str] = (),
+        channels: Collection[str] | None = None,
+        skip_channels: Collection[str] = (),
     ) -> list[OutboxItem]:
         """Take up to `limit` due pending items for sending: each gets one more attempt and is
         not due again for `lease_ns` (so another worker does not send it meanwhile). The items
-        returned carry the new attempt count. `exclude`: keys this worker already has."""
+        returned carry the new attempt count. `exclude`: keys this worker already has;
+        `channels` / `skip_channels`: only these channels / not these (a worker of its own
+        for group robots, whose items may wait for a robot's rate window)."""
         if limit <= 0:
             return []
         c = alert_outbox.c
@@ -393,6 +397,10 @@ class Outbox:
                 .order_by(c.next_attempt_ns, c.id)
                 .limit(limit + len(exclude))
             )
+            if channels is not None:
+                query = query.where(c.channel.in_(sorted(channels)))
+            if skip_channels:
+                query = query.where(c.channel.not_in(sorted(skip_channels)))
             keys = [k for k in conn.scalars(query) if k not in exclude][:limit]
             claimed = []
             for key in keys:

@@ -25,7 +25,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from gateway.alerts.delivery.outbox import (
     OutboxItem,
     OutboxState,
 )
+from gateway.alerts.delivery.robots import ROBOT_CHANNELS
 from gateway.alerts.delivery.websocket import Hub
 from privacy.audit import AuditAction
 
@@ -51,6 +52,12 @@ class MqttSender(Protocol):
 
 class WebhookSenderLike(Protocol):
     def send(self, url: str, body: bytes, *, delivery_id: str) -> Awaitable[None]: ...
+
+
+class RobotSenderLike(Protocol):
+    """`gateway.alerts.delivery.robots.RobotSender`."""
+
+    def send(self, item: OutboxItem) -> Awaitable[None]: ...
 
 
 class AuditSink(Protocol):
@@ -95,6 +102,8 @@ class RetryPolicy:
 
 DEFAULT_RETRY: Mapping[str, RetryPolicy] = {
     "webhook": RetryPolicy(max_attempts=8),
+    "wecom": RetryPolicy(max_attempts=8),
+    "dingtalk": RetryPolicy(max_attempts=8),
     "mqtt": RetryPolicy(max_attempts=None, base_s=1.0, max_s=60.0),
     "websocket": RetryPolicy(max_attempts=3, base_s=1.0),
 }
@@ -128,7 +137,13 @@ class DeliveryWorker:
         lease_s: float = 60.0,
         shutdown_grace_s: float = 5.0,
         rand: Callable[[], float] = random.random,
+        robots: RobotSenderLike | None = None,
+        channels: Collection[str] | None = None,
+        skip_channels: Collection[str] = (),
     ) -> None:
+        """`robots`: the group-robot sender; `channels` / `skip_channels`: the channels this
+        worker takes (group robots have a worker of their own, since their items may wait a
+        minute for a robot's rate window and must not hold up anyone else's alerts)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         for sender in (mqtt_sender, webhook_sender):
@@ -142,6 +157,9 @@ class DeliveryWorker:
         self.mqtt = mqtt_sender
         self.webhook = webhook_sender
         self.hub = hub
+        self.robots = robots
+        self._channels = None if channels is None else frozenset(channels)
+        self._skip_channels = frozenset(skip_channels)
         self.audit = audit
         self.on_dead = on_dead
         self.retry = {**DEFAULT_RETRY, **(retry or {})}
@@ -219,6 +237,8 @@ class DeliveryWorker:
                 free,
                 lease_ns=self.lease_ns,
                 exclude=frozenset(self._inflight),
+                channels=self._channels,
+                skip_channels=self._skip_channels,
             )
         except Exception:
             self.stats.errors += 1
@@ -260,6 +280,10 @@ class DeliveryWorker:
             if self.webhook is None:
                 raise DeliveryError("no webhook sender configured", permanent=True)
             await self.webhook.send(item.target, item.wire_body(), delivery_id=item.idempotency_key)
+        elif item.channel in ROBOT_CHANNELS:
+            if self.robots is None:
+                raise DeliveryError("no group robot configured", permanent=True)
+            await self.robots.send(item)
         elif item.channel == "websocket":
             # Delivered only if a connected screen's queue took it: a hub with no subscriber
             # (nothing serves the WebSocket yet) received nothing, so the item is not "sent" —

@@ -27,6 +27,7 @@ from gateway.registry.identifiers import (
 )
 from gateway.registry.records import (
     DELIVERABLE_CHANNEL_KINDS,
+    DELIVERABLE_TEXT,
     ChannelKind,
     ContactChannel,
     Power,
@@ -51,7 +52,7 @@ _FALSE = {"false", "no", "0", "n", "否"}
 _FAMILIES = {f.value: f for f in Family}
 _ROLES = {r.value: r for r in Role}
 _KINDS = {k.value: k for k in ChannelKind}
-_DELIVERABLE = " or ".join(k.value for k in DELIVERABLE_CHANNEL_KINDS)
+_DELIVERABLE = DELIVERABLE_TEXT
 _POWERS = {p.value: p for p in Power}
 
 FileKind = Literal["yaml", "devices_csv", "members_csv", "residents_csv"]
