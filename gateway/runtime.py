@@ -36,7 +36,7 @@ from gateway.pipeline.liveness import LivenessTracker
 from gateway.pipeline.metrics import GatewayMetrics
 from gateway.push.server import PushListener
 from gateway.push.source import MergedSource, PushSource
-from gateway.registry import ConsentCache, Registry, ResidentNumbers
+from gateway.registry import ConsentCache, RegisteredVehicles, Registry, ResidentNumbers
 from gateway.settings import Settings, environment
 from gateway.storage.influx_v1 import InfluxV1Client
 from gateway.storage.influx_v2 import InfluxV2Client
@@ -75,6 +75,18 @@ def spool_dir(settings: Settings) -> Path:
         return settings.spool_dir
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.mqtt_client_id)
     return Path(".run/gridgate/spool") / safe
+
+
+def registry_resolver(registry: Registry, keyring: KeyRing) -> Callable[[str, str], str | None]:
+    """Privacy's ``resolve``: a terminal's employee number → the resident's pseudonym; a plate
+    → its pseudonym when it is a resident's registered vehicle (see the privacy policy)."""
+    residents = ResidentNumbers(registry, keyring.current)
+    vehicles = RegisteredVehicles(registry, keyring)
+
+    def resolve(field: str, value: str) -> str | None:
+        return vehicles(value) if field == "plate" else residents(value)
+
+    return resolve
 
 
 def subscriptions(settings: Settings, adapters: AdapterRegistry) -> list[str]:
@@ -224,7 +236,7 @@ class Gateway:
                 self.policy,
                 self.keyring,
                 face_consent=ConsentCache(self.registry),
-                resident_of=ResidentNumbers(self.registry, self.keyring.current),
+                resolve=registry_resolver(self.registry, self.keyring),
                 counts=self.metrics.dropped_fields,
             )
             log.info("registry: %d devices", self.directory.reload())

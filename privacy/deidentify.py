@@ -35,9 +35,10 @@ Step = Callable[[Any, Reading], Any]
 # (output field, reason counted when made, step, reason counted when the step gives None)
 Plan = tuple[tuple[str, str | None, Step, str], ...]
 FaceConsent = Callable[[str], bool]
-# A resident's number on a device (a face terminal's employee number) → the pseudonym of their
-# ID number, or None for a number the registry does not know.
-ResidentOf = Callable[[str], str | None]
+# (field, value) → what the registry knows it as: a face terminal's employee number → the
+# pseudonym of the resident's ID number; a plate → its pseudonym if it is a resident's
+# registered vehicle. None: the registry does not know it.
+Resolver = Callable[[str, str], str | None]
 
 _FACE = "face"
 _ID_NUMBER = IdentifierKind.ID_NUMBER.value
@@ -54,7 +55,7 @@ TEXT_SCRUBBED = "text_scrubbed"  # free text its rule refused, stored with parts
 MAX_ALLOWED_TEXTS = 4096  # remembered allowed values per free-text field
 
 
-def _nobody(number: str) -> str | None:
+def _nobody(field: str, value: str) -> str | None:
     return None
 
 
@@ -128,13 +129,13 @@ class Deidentifier:
         keyring: KeyRing,
         *,
         face_consent: FaceConsent = _no_consent,
-        resident_of: ResidentOf = _nobody,
+        resolve: Resolver = _nobody,
         counts: Counter[str] | None = None,
     ) -> None:
         self.policy = policy
         self.keyring = keyring
         self.face_consent = face_consent
-        self.resident_of = resident_of
+        self.resolve = resolve
         self.counts: Counter[str] = counts if counts is not None else Counter()
         tables = {key: self._compile(family) for key, family in policy.families.items()}
         self._status = tables[STATUS]
@@ -214,7 +215,7 @@ class Deidentifier:
             if id_number is not None:
                 pseudonym: str | None = ops.pseudonymise(id_number, _ID_NUMBER, self.keyring)
             else:
-                pseudonym = None if number is None else self.resident_of(number)
+                pseudonym = None if number is None else self.resolve(_EMPLOYEE_NO, number)
             if pseudonym is None:
                 return False  # consent is recorded per resident: nobody known, no identity
             return bool(self.face_consent(pseudonym))
@@ -270,7 +271,7 @@ class Deidentifier:
 
             def resolve(value: Any, reading: Reading) -> str | None:
                 text = _text(value)
-                return None if text is None else self.resident_of(text)
+                return None if text is None else self.resolve(kind, text)
 
             return resolve
         if op == "pseudonymise":

@@ -106,7 +106,7 @@ GENERALISER_FIELDS: dict[str, frozenset[str]] = {
 _PSEUDONYMISABLE = frozenset(k.value for k in IdentifierKind)
 # Fields `resolve` can read: a number a device knows a resident by, which the registry maps to
 # the resident (as the pseudonym of their ID number, like every resident_ref).
-RESOLVABLE = frozenset({"employee_no"})
+RESOLVABLE = frozenset({"employee_no", "plate"})
 OUTPUT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}", flags=re.ASCII)
 # Names the storage layer writes itself, or uses as tags: an output must not shadow them.
 RESERVED_OUTPUTS = frozenset(
@@ -561,7 +561,7 @@ def _check_output(
 
 # An ID number's pseudonym and a terminal's resolved person number are the same thing (the
 # resident's pseudonym): one event carries one or the other, so they may share an output.
-_RESIDENT_SOURCES = frozenset({IdentifierKind.ID_NUMBER.value, *RESOLVABLE})
+_RESIDENT_SOURCES = frozenset({IdentifierKind.ID_NUMBER.value, "employee_no"})
 
 
 def _same_resident(name: str, other: str) -> bool:

@@ -388,6 +388,7 @@ class Community:
                     "household": h.id,
                     "id_number": r.id_number,
                     "face_consent": h.resident_consent[i],
+                    **({"plate": r.plate} if r.plate else {}),  # the registered car
                 }
                 for h in self.households
                 for i, r in enumerate(h.residents)

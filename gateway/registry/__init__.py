@@ -27,7 +27,7 @@ from gateway.registry.records import (
     Resident,
     Role,
 )
-from gateway.registry.residents import ConsentCache, ResidentNumbers
+from gateway.registry.residents import ConsentCache, RegisteredVehicles, ResidentNumbers
 from gateway.registry.store import Registry
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "Member",
     "PlaceNode",
     "Power",
+    "RegisteredVehicles",
     "Registry",
     "RegistryCounts",
     "RequestStatus",

@@ -178,6 +178,20 @@ class PseudonymRow(Base):
     kid: Mapped[str] = mapped_column(String(ID_LEN))
 
 
+class VehicleRow(Base):
+    """A resident's registered vehicle, known only by its plate's pseudonym under each key of
+    the ring (the plate stays in the fleet file): a barrier camera's plate is then the
+    resident vehicle's pseudonym, any other plate only masked."""
+
+    __tablename__ = "resident_vehicles"
+
+    pseudonym: Mapped[str] = mapped_column(String(PSEUDONYM_LEN), primary_key=True)
+    resident_id: Mapped[str] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), index=True
+    )
+    kid: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+
+
 class UserRoleRow(Base):
     """Roles of gridgate's users (staff ids) for privacy decisions, e.g. who may approve a
     re-identification (R3.5)."""

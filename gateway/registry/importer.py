@@ -49,6 +49,7 @@ from gateway.registry._models import (
     Place,
     PseudonymRow,
     ResidentRow,
+    VehicleRow,
 )
 from gateway.registry.coverage import Audience, uncovered_places
 from gateway.registry.fleet import (
@@ -72,6 +73,7 @@ from privacy.keys import KeyRing
 from privacy.operators import pseudonymise
 
 ID_NUMBER_KIND = "id_number"  # the `pseudonymise` kind access events use for ID numbers
+PLATE_KIND = "plate"  # … and for vehicle plates
 NEEDS_KEYRING = "need the pseudonym key ring"  # in the problem a file with residents gets
 
 
@@ -198,6 +200,7 @@ def import_file(
         if fleet.residents and keyring is not None:
             report.residents, consent = _write_residents(s, fleet.residents, now, report)
             report.vault = _write_vault(s, wanted, keyring.kids, prune=True)
+            _write_vehicles(s, fleet.residents, keyring, prune=True)
             report.vault.consent_changes = _current_consent(s, report.vault, wanted) | {
                 p: c for p, c in report.vault.consent_changes.items() if not c
             }
@@ -242,6 +245,7 @@ def rekey_file(
         if fleet.problems:
             raise FleetFileError(path, sorted(fleet.problems))
         vault = _write_vault(s, wanted, keyring.kids, prune=False)
+        _write_vehicles(s, fleet.residents, keyring, prune=False)
         vault.consent_changes = _current_consent(s, vault, wanted)
         if registry.audit is not None and not dry_run and vault.rows_added:
             s.flush()
@@ -680,6 +684,35 @@ def _write_residents(
             dict(zip(("id", *_RESIDENT_COLUMNS), (e.id, e.household, *consent), strict=True))
         )
     return _upsert(s, ResidentRow, rows, _RESIDENT_COLUMNS, existing), changed
+
+
+def _write_vehicles(
+    s: Session, entries: Sequence[ResidentEntry], keyring: KeyRing, *, prune: bool
+) -> None:
+    """Each listed resident's vehicle as its plate's pseudonym under every key of the ring;
+    with `prune` (an import), a resident's rows are replaced by what the file says now."""
+    residents = sorted({e.id for e in entries})
+    if prune:
+        for part in chunks(residents):
+            s.execute(
+                delete(VehicleRow)
+                .where(VehicleRow.resident_id.in_(part))
+                .execution_options(synchronize_session=False)
+            )
+    rows = [
+        {"pseudonym": pseudonymise(e.plate, PLATE_KIND, keyring, kid), "resident_id": e.id,
+         "kid": kid}
+        for e in entries
+        if e.plate
+        for kid in keyring.kids
+    ]  # fmt: skip
+    have: set[str] = set()
+    for part in chunks(sorted({r["pseudonym"] for r in rows})):
+        have.update(s.scalars(select(VehicleRow.pseudonym).where(VehicleRow.pseudonym.in_(part))))
+    rows = [r for r in rows if r["pseudonym"] not in have]
+    unique = list({r["pseudonym"]: r for r in rows}.values())  # one car, two owners: the first
+    if unique:
+        s.execute(insert(VehicleRow), unique)
 
 
 def _write_vault(

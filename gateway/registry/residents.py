@@ -17,10 +17,18 @@ from typing import Protocol
 from sqlalchemy import func, select
 
 from devices.places import location_of
-from gateway.registry._models import ConsentSource, HouseholdRow, PseudonymRow, ResidentRow
+from gateway.registry._models import (
+    ConsentSource,
+    HouseholdRow,
+    PseudonymRow,
+    ResidentRow,
+    VehicleRow,
+)
 from gateway.registry.database import Database
 from gateway.registry.records import Household, Resident
 from privacy.audit import AuditAction
+from privacy.keys import KeyRing
+from privacy.operators import pseudonymise
 
 # Told which pseudonyms' consent changed (False also for pseudonyms that no longer exist).
 ConsentListener = Callable[[Mapping[str, bool]], None]
@@ -149,6 +157,11 @@ class ResidentRepository:
                 )
             )
             return {resident: pseudonym for resident, pseudonym in rows}
+
+    def vehicle_pseudonyms(self, kid: str) -> frozenset[str]:
+        """The plate pseudonyms under key `kid` of every resident's registered vehicle."""
+        with self._db.reading() as s:
+            return frozenset(s.scalars(select(VehicleRow.pseudonym).where(VehicleRow.kid == kid)))
 
     def vault_kids(self) -> dict[str, int]:
         """Key id → number of vault rows made with it."""
@@ -333,3 +346,41 @@ class ResidentPseudonyms(Protocol):
     """What `ResidentNumbers` reads: a `Registry` (or its `ResidentRepository`)."""
 
     def resident_pseudonyms(self, kid: str) -> dict[str, str]: ...
+
+
+class RegisteredVehicles:
+    """A plate → its pseudonym if it is a resident's registered vehicle, else None: privacy's
+    ``resolve`` of ``plate`` (a visitor's car is only masked). Reloaded like `ResidentNumbers`."""
+
+    def __init__(
+        self,
+        registry: VehiclePseudonyms,
+        keyring: KeyRing,
+        *,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._keyring = keyring
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._known: frozenset[str] = frozenset()
+        self._loaded = 0.0
+        self.reload()
+
+    def __call__(self, plate: str) -> str | None:
+        if self._clock() - self._loaded > self._max_age_s:
+            self.reload()
+        pseudonym = pseudonymise(plate, "plate", self._keyring)
+        return pseudonym if pseudonym in self._known else None
+
+    def reload(self) -> None:
+        loaded = self._clock()
+        self._known = self._registry.vehicle_pseudonyms(self._keyring.current)
+        self._loaded = loaded
+
+
+class VehiclePseudonyms(Protocol):
+    """What `RegisteredVehicles` reads: a `Registry` (or its `ResidentRepository`)."""
+
+    def vehicle_pseudonyms(self, kid: str) -> frozenset[str]: ...

@@ -275,6 +275,9 @@ class Registry:
     def resident_pseudonyms(self, kid: str) -> dict[str, str]:
         return self._residents.resident_pseudonyms(kid)
 
+    def vehicle_pseudonyms(self, kid: str) -> frozenset[str]:
+        return self._residents.vehicle_pseudonyms(kid)
+
     def vault_kids(self) -> dict[str, int]:
         return self._residents.vault_kids()
 

@@ -74,7 +74,7 @@ devices:
   - {{id: {UNAPPROVED}, family: access, adapter: hikvision_isapi, vendor: hikvision, building: b01, unit: u1, power: mains, gate_approved: false}}
   - {{id: {CAMERA}, family: access, adapter: hikvision_isapi, vendor: hikvision, building: b01, power: mains}}
 residents:
-  - {{id: r-yes, household: h-0101, id_number: "{ID_YES}", face_consent: true}}
+  - {{id: r-yes, household: h-0101, id_number: "{ID_YES}", face_consent: true, plate: "京A12345"}}
   - {{id: r-no, household: h-0102, id_number: "{ID_NO}", face_consent: false}}
 """
 
@@ -248,6 +248,7 @@ async def test_terminals_events_land_once_without_pictures_names_or_numbers(
             for secret in (JPEG, base64.b64encode(JPEG), *(n.encode() for n in NAMES)):
                 assert secret not in data, path
             assert ID_YES.encode() not in data and ID_NO.encode() not in data, path
+            assert "京A12345".encode() not in data and "沪B67890".encode() not in data, path
         # the logs (DEBUG) and what the API shows an administrator of the community
         add_accounts(settings, {"isapi-admin": {"role": "admin", "scope": unique}})
         async with running_api(settings, ingest=False) as api:

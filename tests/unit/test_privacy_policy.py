@@ -60,6 +60,7 @@ def test_shipped_policy_defaults() -> None:
         "plate_masked": "plate",
         "event_major": "event_major",
         "event_minor": "event_minor",
+        "vehicle_ref": "plate",
     }
     assert [a.op for a in access.fields["employee_no"].actions] == ["resolve"]
     assert access.fields["employee_no"].actions[0].output == "resident_ref"

@@ -267,7 +267,7 @@ def test_resolve_gives_the_residents_pseudonym_only_with_consent_at_an_approved_
     consents = {"P-one": True, "P-two": False}
     keyring = KeyRing([("k1", hashlib.sha256(b"k").digest())])
     privacy = Deidentifier(load_policy(), keyring, face_consent=consents.__getitem__,
-                           resident_of=refs.get)  # fmt: skip
+                           resolve=lambda field, value: refs.get(value))  # fmt: skip
     place = Location("c1", "g01", "b01", "u1")
     gate = DeviceInfo("T1", Family.ACCESS, "hikvision_isapi", "hik", place, "", "mains",
                       date(2024, 1, 1), gate_approved=True)  # fmt: skip

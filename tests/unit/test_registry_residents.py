@@ -402,3 +402,36 @@ def test_registry_cli_import_and_rekey(
         assert [r.action for r in audit.records()] == [
             AuditAction.CONSENT_CHANGE, AuditAction.KEY_ROTATION,
         ]  # fmt: skip
+
+
+def test_a_residents_car_is_kept_as_its_plates_pseudonym_under_every_key(
+    tmp_path: Path, registry: Registry
+) -> None:
+    from gateway.registry import RegisteredVehicles
+
+    with_car = FLEET.replace(
+        'r-0101-2, household: h-b03-u2-0101, id_number: "' + NUMBERS["r-0101-2"] + '", face_consent: false}',
+        'r-0101-2, household: h-b03-u2-0101, id_number: "' + NUMBERS["r-0101-2"] + '", face_consent: false, plate: "沪AD12345"}',
+    )  # fmt: skip
+    assert "plate:" in with_car
+    k1_secret, k2_secret = secrets.token_bytes(32), secrets.token_bytes(32)
+    old = KeyRing([("k1", k1_secret)])
+    import_file(registry, write(tmp_path, "fleet.yaml", with_car), keyring=old, now_ns=1_000)
+    vehicles = RegisteredVehicles(registry, old)
+    assert vehicles("沪AD12345") == pseudonymise("沪AD12345", "plate", old)
+    assert vehicles("沪 A-D12345") == vehicles("沪AD12345")  # one car however a camera spells it
+    assert vehicles("京A12345") is None  # a visitor
+    raw = (tmp_path / "registry.sqlite3").read_bytes()
+    assert "沪AD12345".encode() not in raw
+    # after a rotation, rekey adds the new key's pseudonym: the car is still known
+    rotated = KeyRing([("k2", k2_secret), ("k1", k1_secret)])
+    rekey_file(registry, write(tmp_path, "fleet.yaml", with_car), rotated)
+    assert RegisteredVehicles(registry, rotated)("沪AD12345") == pseudonymise(
+        "沪AD12345", "plate", rotated
+    )
+    # a bad plate is refused by name, never echoed
+    bad = with_car.replace('plate: "沪AD12345"', 'plate: "not a plate"')
+    with pytest.raises(FleetFileError) as caught:
+        import_file(registry, write(tmp_path, "bad.yaml", bad), keyring=old, now_ns=2_000)
+    [problem] = [str(p) for p in caught.value.problems]
+    assert "plate is not a vehicle plate" in problem and "not a plate" not in problem

@@ -30,7 +30,7 @@ DEVICE_OPTIONAL_COLUMNS = ("gate_approved",)
 MEMBER_COLUMNS = ("member_id", "name", "role", "community", "grid", "building", "unit", "channels")
 MEMBER_OPTIONAL_COLUMNS = ("active",)
 RESIDENT_COLUMNS = ("resident_id", "household", "id_number", "face_consent")
-RESIDENT_OPTIONAL_COLUMNS = ("face_consent_at",)
+RESIDENT_OPTIONAL_COLUMNS = ("face_consent_at", "plate")
 
 
 def parse_csv(text: str) -> FleetFile:

@@ -33,6 +33,7 @@ from gateway.registry.records import (
     Power,
     Role,
 )
+from privacy.operators import is_plate
 
 NAME_MAX = 128
 TARGET_MAX = 512
@@ -130,6 +131,8 @@ class ResidentEntry:
     face_consent: bool | None  # None: the file says nothing, keep what is recorded
     face_consent_ns: int | None
     line: int
+    # a registered vehicle's plate (raw, like the ID number: pseudonymised, never stored)
+    plate: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -496,6 +499,12 @@ def _resident(f: _Fields, out: FleetFile, ids: _ResidentIds) -> None:
                 "id_number is not a valid resident ID number (18 characters, birth date and"
                 " check digit per GB 11643; a spreadsheet may have turned it into 1.1E+17)"
             )
+    plate = f.raw("plate")
+    if plate == "":  # a CSV row without one
+        plate = None
+    if plate is not None and not (isinstance(plate, str) and is_plate(plate)):
+        f.problem("plate is not a vehicle plate (a province, a letter and 5 or 6 characters)")
+        plate = None
     consent = f.flag("face_consent")
     consent_ns = f.instant_ns("face_consent_at")
     if consent_ns is not None and consent is None:
@@ -508,6 +517,8 @@ def _resident(f: _Fields, out: FleetFile, ids: _ResidentIds) -> None:
         else:
             ids.numbers[number] = (rid or f.what, f.line)
     if f.ok and number is not None and ids.fresh(rid, f.line):
-        out.residents.append(ResidentEntry(rid, household, number, consent, consent_ns, f.line))
+        out.residents.append(
+            ResidentEntry(rid, household, number, consent, consent_ns, f.line, plate or None)
+        )
     elif household:
         out.extra_household_refs.append((f.what, household, f.line))

@@ -124,7 +124,7 @@ _DEVICE_KEYS = (
 )  # fmt: skip
 _HOUSEHOLD_KEYS = ("id", "elder_alone", "face_consent", "face_consent_at", *PLACE_KEYS)
 _MEMBER_KEYS = ("id", "name", "role", "active", "scope", "channels")
-_RESIDENT_KEYS = ("id", "household", "id_number", "face_consent", "face_consent_at")
+_RESIDENT_KEYS = ("id", "household", "id_number", "face_consent", "face_consent_at", "plate")
 
 
 def parse_yaml(text: str) -> FleetFile:
