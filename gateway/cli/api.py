@@ -16,7 +16,7 @@ from gateway.api.accounts import API_ROLES, AccountError, Accounts, StaffRole
 from gateway.audit.store import AuditStore
 from gateway.registry import Registry
 from gateway.runtime import Gateway
-from gateway.serving import QuietServer
+from gateway.serving import serve_until
 from gateway.settings import Settings
 
 log = logging.getLogger("gridgate")
@@ -48,22 +48,11 @@ async def serve_api(
         lifespan="on",
         ws="websockets-sansio",
     )
-    server = QuietServer(config)
-
-    async def stopper() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(stopper(), name="api-stop")
-    try:
-        if announce:
-            print(f"gridgate: API on {api_url(settings)}  (docs: {api_url(settings)}/docs)",
-                  file=sys.stderr)  # fmt: skip
-        await server.serve()
-        if not server.started:
-            raise SystemExit(f"gridgate: the API could not listen on {api_url(settings)}")
-    finally:
-        watcher.cancel()
+    if announce:
+        print(f"gridgate: API on {api_url(settings)}  (docs: {api_url(settings)}/docs)",
+              file=sys.stderr)  # fmt: skip
+    if not await serve_until(config, stop):
+        raise SystemExit(f"gridgate: the API could not listen on {api_url(settings)}")
 
 
 async def api_command(settings: Settings, stop: asyncio.Event) -> int:

@@ -66,10 +66,10 @@ def parse_onenet(body: bytes, token: str) -> Parsed:
         return Parsed(True, (PushItem(None, body),))
     if not isinstance(data, dict):
         return Parsed(True, (PushItem(None, body),))
-    msg, nonce, signature = data.get("msg"), data.get("nonce"), data.get("msg_signature")
-    if msg is None or not isinstance(nonce, str) or not isinstance(signature, str):
+    msg, nonce, given = data.get("msg"), data.get("nonce"), data.get("msg_signature")
+    if msg is None or not isinstance(nonce, str) or not isinstance(given, str):
         return Parsed(True, (PushItem(None, body),))
-    if not onenet_verified(token, nonce, compact(msg), signature):
+    if not onenet_verified(token, nonce, compact(msg), given):
         return Parsed(False, ())
     messages = msg if isinstance(msg, list) else [msg]
     if not messages or len(messages) > MAX_MESSAGES:

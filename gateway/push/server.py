@@ -1,4 +1,5 @@
-"""The HTTP listener carrier platforms push to (R1, R8): OneNET and CTWing.
+"""The HTTP listener devices' platforms and terminals push to (R1, R8): OneNET, CTWing and
+Hikvision terminals.
 
 Routes (only those of platforms with a token configured):
 
@@ -60,7 +61,7 @@ from gateway.push.platforms import (
     token_matches,
 )
 from gateway.push.source import PushSource
-from gateway.serving import QuietServer
+from gateway.serving import serve_until
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,10 @@ class PushListener:
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         config = uvicorn.Config(
             self.app(), log_level="warning", access_log=False, lifespan="off"
-        )  # no access log: a CTWing URL carries its token
-        server = QuietServer(config)
-
-        async def stopper() -> None:
-            await stop.wait()
-            server.should_exit = True
-
-        watcher = asyncio.create_task(stopper(), name="push-stop")
-        try:
-            log.info("push listener on %s:%d for %s", self.host, self.port,
-                     ", ".join(self.platforms) or "no platform (no token set)")  # fmt: skip
-            await server.serve(sockets=[sock])
-        finally:
-            watcher.cancel()
+        )  # no access log: a CTWing or terminal URL carries its token
+        log.info("push listener on %s:%d for %s", self.host, self.port,
+                 ", ".join(self.platforms) or "no platform (no token set)")  # fmt: skip
+        await serve_until(config, stop, [sock])
 
     # -- routes -----------------------------------------------------------------------------
 

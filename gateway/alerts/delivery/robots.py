@@ -214,7 +214,6 @@ class RobotSender(ClosingClient):
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._waiting: dict[str, list[_Waiting]] = collections.defaultdict(list)
         self._posted: dict[str, collections.deque[int]] = collections.defaultdict(collections.deque)
-        self._wake: dict[str, asyncio.Event] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
         self.messages = 0  # posted, for tests and logs
 
@@ -225,7 +224,6 @@ class RobotSender(ClosingClient):
             raise DeliveryError("no such robot configured", permanent=True)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[robot.name].append(_Waiting(item, done))
-        self._wake.setdefault(robot.name, asyncio.Event()).set()
         task = self._flushers.get(robot.name)
         if task is None or task.done():
             self._flushers[robot.name] = asyncio.create_task(
@@ -243,11 +241,9 @@ class RobotSender(ClosingClient):
 
     async def _flush(self, robot: Robot) -> None:
         waiting = self._waiting[robot.name]
-        wake = self._wake[robot.name]
         while waiting:
             urgent = [w for w in waiting if w.urgent]
             if not self._room(robot.name, bool(urgent)):
-                wake.clear()
                 await asyncio.sleep(self.poll_s)  # the window frees on the delivery clock
                 continue
             batch = sorted(urgent or waiting, key=lambda w: _rank(w.item.payload))[:DIGEST_MAX]
