@@ -130,7 +130,9 @@ def plan_demo(args: argparse.Namespace) -> DemoPlan:
         speed=args.speed,
         seed=args.seed,
     )
-    community = build_community(args.households, args.seed, args.community, nbiot=args.nbiot_share)
+    community = build_community(
+        args.households, args.seed, args.community, nbiot=args.nbiot_share, isapi=args.isapi_share
+    )
     try:
         clock, injections = plan_run(sim, community)
     except ScenarioError as exc:

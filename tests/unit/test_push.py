@@ -286,3 +286,18 @@ def test_resolve_gives_the_residents_pseudonym_only_with_consent_at_an_approved_
 
     assert ref("r-1", device=replace(gate, gate_approved=False)) is None
     assert ref("r-2", method="card") == "P-two"  # a card is not a face: no consent needed
+
+
+def test_two_passages_in_one_second_stay_two_points() -> None:
+    from adapters import hikvision_isapi
+
+    def at(serial: int) -> int:
+        body = {"dateTime": "2024-05-20T08:30:15+08:00", "eventType": "AccessControllerEvent",
+                "AccessControllerEvent": {"majorEventType": 5, "subEventType": 75,
+                                          "serialNo": serial}}  # fmt: skip
+        [r] = hikvision_isapi.decode(push_topic("c1", "hikvision_isapi", "access", "T1"),
+                                     json.dumps(body).encode())  # fmt: skip
+        return r.time_ns
+
+    second = 1_716_165_015 * 10**9
+    assert at(41) != at(42) and second <= at(41) < second + 1_000_000  # within a millisecond
