@@ -25,19 +25,16 @@ from typing import Any
 import orjson
 
 from adapters import cjt188
-from adapters.nbiot import fields_of, parse_push_topic, push_topic, readings
+from adapters.nbiot import fields_of, online_status, origin, push_topic, readings
 from adapters.vendor_common import (
     DeviceId,
     Integer,
     Text,
     VendorModel,
-    check_device,
-    epoch_ms_to_ns,
-    location,
     parse_payload,
 )
 from devices.errors import RejectedInput
-from devices.families import Channel, Family, StatusKind
+from devices.families import Family
 from devices.reading import RECEIVE_TIME, Reading
 
 name = "ctwing"
@@ -58,15 +55,11 @@ class CtwingMessage(VendorModel):
 
 def decode(topic: str, payload: bytes) -> list[Reading]:
     msg = parse_payload(CtwingMessage, payload)  # first: a malformed body says so, not "no device"
-    community, family, imei = parse_push_topic(topic, PLATFORM)
-    check_device(msg.IMEI, imei, "IMEI")
-    time_ns = epoch_ms_to_ns(msg.timestamp, "timestamp")
-    place = location(community)
+    family, imei, time_ns, place = origin(
+        topic, PLATFORM, msg.IMEI, "IMEI", msg.timestamp, "timestamp"
+    )
     if msg.messageType == ONLINE_OFFLINE:
-        if msg.eventType not in (0, 1):
-            raise RejectedInput("bad_value", "eventType of an online/offline report must be 0 or 1")
-        kind = StatusKind.ONLINE if msg.eventType == 1 else StatusKind.OFFLINE
-        return [Reading(imei, family, Channel.STATUS, kind.value, time_ns, place, {})]
+        return [online_status(imei, family, time_ns, place, msg.eventType, "eventType")]
     if msg.messageType != DATA_REPORT:
         raise RejectedInput("unsupported_message", "only dataReport and online/offline reports")
     if msg.payload is None:

@@ -29,9 +29,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.vendor_common import add_extras, canonical
+from adapters.vendor_common import (
+    add_extras,
+    canonical,
+    check_device,
+    epoch_ms_to_ns,
+    location,
+)
 from devices.errors import RejectedInput
-from devices.families import TELEMETRY_KIND, Channel, Family, SafetyEvent
+from devices.families import TELEMETRY_KIND, Channel, Family, SafetyEvent, StatusKind
 from devices.location import Location
 from devices.reading import Reading
 from devices.topics import is_valid_id
@@ -98,6 +104,26 @@ def parse_push_topic(
     if not is_valid_id(imei) or not is_valid_id(community):
         raise RejectedInput("bad_device_id", "device id has characters outside [A-Za-z0-9_.:-]")
     return community, known, imei
+
+
+def origin(
+    topic: str, platform: str, imei: str, imei_field: str, at_ms: int, at_field: str
+) -> tuple[Family, str, int, Location]:
+    """(family, IMEI, time, place) of a pushed message: the registry's answer from the topic,
+    the body's IMEI checked against it, the body's epoch-milliseconds time."""
+    community, family, registered = parse_push_topic(topic, platform)
+    check_device(imei, registered, imei_field)
+    return family, registered, epoch_ms_to_ns(at_ms, at_field), location(community)
+
+
+def online_status(
+    imei: str, family: Family, time_ns: int, place: Location, code: int | None, field: str
+) -> Reading:
+    """A platform's online (1) / offline (0) report as a status reading."""
+    if code not in (0, 1):
+        raise RejectedInput("bad_value", f"{field} of an online/offline report must be 0 or 1")
+    kind = StatusKind.ONLINE if code == 1 else StatusKind.OFFLINE
+    return Reading(imei, family, Channel.STATUS, kind.value, time_ns, place, {})
 
 
 def _integer(fields: Mapping[str, Any], key: str) -> int | None:

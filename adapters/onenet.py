@@ -22,19 +22,15 @@ from typing import Any, Literal
 
 import orjson
 
-from adapters.nbiot import fields_of, parse_push_topic, push_topic, readings
+from adapters.nbiot import fields_of, online_status, origin, push_topic, readings
 from adapters.vendor_common import (
     DeviceId,
     Integer,
     Text,
     VendorModel,
-    check_device,
-    epoch_ms_to_ns,
-    location,
     parse_payload,
 )
 from devices.errors import RejectedInput
-from devices.families import Channel, StatusKind
 from devices.reading import Reading
 
 name = "onenet"
@@ -53,15 +49,9 @@ class OneNetMessage(VendorModel):
 
 def decode(topic: str, payload: bytes) -> list[Reading]:
     msg = parse_payload(OneNetMessage, payload)  # first: a malformed body says so, not "no device"
-    community, family, imei = parse_push_topic(topic, PLATFORM)
-    check_device(msg.imei, imei, "imei")
-    time_ns = epoch_ms_to_ns(msg.at, "at")
-    place = location(community)
+    family, imei, time_ns, place = origin(topic, PLATFORM, msg.imei, "imei", msg.at, "at")
     if msg.type == 2:
-        if msg.status not in (0, 1):
-            raise RejectedInput("bad_value", "status of an online/offline message must be 0 or 1")
-        kind = StatusKind.ONLINE if msg.status == 1 else StatusKind.OFFLINE
-        return [Reading(imei, family, Channel.STATUS, kind.value, time_ns, place, {})]
+        return [online_status(imei, family, time_ns, place, msg.status, "status")]
     if isinstance(msg.value, dict):
         fields: dict[str, Any] = msg.value
     elif msg.ds_id:

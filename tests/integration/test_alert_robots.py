@@ -114,7 +114,9 @@ async def test_level_i_once_and_a_storm_of_200_within_the_rate_with_nothing_drop
                 assert posts[level_i].alert_ids == [2]
             assert sender.messages == len(robots.of("wecom")) + len(robots.of("dingtalk"))
             total = 2 * (len(storm) + 2)
-            await wait_for(lambda: outbox.counts().get("sent") == total, 30, "every item marked sent")
+            await wait_for(
+                lambda: outbox.counts().get("sent") == total, 30, "every item marked sent"
+            )
             assert not outbox.counts().get("pending")
             assert dead == []
         finally:

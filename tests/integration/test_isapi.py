@@ -6,7 +6,6 @@ between an event and its answer loses nothing and stores nothing twice."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -38,6 +37,7 @@ from tests.support.community import community_settings, simulate_recorded
 from tests.support.gateway_util import gateway_env, running_gateway, start_gateway_process
 from tests.support.influx_util import HOST, free_port
 from tests.support.polling import wait_for
+from tests.support.pushers import Resenders, wait_for_listener
 from tests.support.registered import key_file, registered_community
 from tests.support.services import Services
 from tests.support.stored import stored_counts
@@ -168,7 +168,7 @@ async def test_terminals_events_land_once_without_pictures_names_or_numbers(
             running_gateway(settings) as metrics,
             httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http,
         ):
-            await wait_for_listener(http)
+            await wait_for_listener(http, "/push/hikvision/x/y")
 
             async def post(device: str, body: bytes, ctype: str = "application/json",
                            secret: str = SECRET) -> int:  # fmt: skip
@@ -274,18 +274,6 @@ def files_under(root: Path) -> Iterator[Path]:
     return (p for p in root.rglob("*") if p.is_file())
 
 
-async def wait_for_listener(http: httpx.AsyncClient) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await http.get("/push/hikvision/x/y")
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
 async def test_a_gateway_killed_between_an_event_and_its_answer_loses_nothing(
     services: Services, unique: str, influx_db: str, tmp_path: Path
 ) -> None:
@@ -301,45 +289,20 @@ async def test_a_gateway_killed_between_an_event_and_its_answer_loses_nothing(
     }
     t0 = int(time.time()) - 3600
     total = 300
-    answered = unanswered = 0
     proc = start_gateway_process(env, tmp_path / "gateway.log")
+
+    def resend(i: int, attempt: int) -> tuple[str, bytes, str]:
+        """A terminal resends an event until it gets its 200, a new boundary each time."""
+        body, ctype = multipart(event(75, 1000 + i, t0 + i, employee="r-yes", pictures=1), 1,
+                                f"b{i}-{attempt}")  # fmt: skip
+        return url(APPROVED), body, ctype
+
     try:
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http:
-            await wait_for_listener(http)
-            queue: asyncio.Queue[int] = asyncio.Queue()
-            for i in range(total):
-                queue.put_nowait(i)
-
-            async def terminal() -> None:
-                """A terminal resends an event until it gets its 200 (a new boundary each time)."""
-                nonlocal answered, unanswered
-                while not queue.empty():
-                    i = queue.get_nowait()
-                    attempt = 0
-                    while True:
-                        attempt += 1
-                        body, ctype = multipart(event(75, 1000 + i, t0 + i, employee="r-yes",
-                                                      pictures=1), 1, f"b{i}-{attempt}")  # fmt: skip
-                        try:
-                            r = await http.post(url(APPROVED), content=body,
-                                                headers={"content-type": ctype})  # fmt: skip
-                            if r.status_code == 200:
-                                answered += 1
-                                break
-                        except httpx.RemoteProtocolError:
-                            unanswered += 1
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.05)
-
-            senders = [asyncio.create_task(terminal()) for _ in range(8)]
-            await wait_for(lambda: answered >= total // 4, 60, "a quarter answered")
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            proc = start_gateway_process(env, tmp_path / "gateway.log")
-            await asyncio.wait_for(asyncio.gather(*senders), 120)
-        assert answered == total
-        assert unanswered >= 1, "the kill should have cut events off before their answer"
+            await wait_for_listener(http, "/push/hikvision/x/y")
+            proc = await Resenders(http, total, resend).through_a_kill(
+                proc, lambda: start_gateway_process(env, tmp_path / "gateway.log")
+            )
         assert len(await rows(services, influx_db, APPROVED)) == total  # none lost, none twice
         log = (tmp_path / "gateway.log").read_bytes()
         assert JPEG not in log and base64.b64encode(JPEG) not in log

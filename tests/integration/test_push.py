@@ -5,8 +5,6 @@ answering them loses nothing once the platform's resends (simulated here) get th
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from tests.support.community import community_settings, simulate_recorded
 from tests.support.gateway_util import gateway_env, running_gateway, start_gateway_process
 from tests.support.influx_util import HOST, free_port
 from tests.support.polling import wait_for
+from tests.support.pushers import Resenders, wait_for_listener
 from tests.support.registered import registered_community
 from tests.support.services import Services
 from tests.support.stored import stored_counts
@@ -38,6 +37,7 @@ ONENET_TOKEN = "onenet-token-for-tests"
 CTWING_TOKEN = "ctwing-token-for-tests"
 UNKNOWN_IMEI = "869999999999999"
 JSON = {"content-type": "application/json"}
+JSON_TYPE = "application/json"
 
 
 def nbiot(community: Community, adapter: str) -> list[CommunityDevice]:
@@ -96,7 +96,7 @@ async def test_onenet_and_ctwing_pushes_are_verified_stored_and_dead_lettered_ex
             running_gateway(settings) as metrics,
             httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http,
         ):
-            await wait_for_listener(http)
+            await wait_for_listener(http, "/push/onenet")
             # OneNET's URL verification: echo msg when signed, 401 when not
             sig = onenet.signature(ONENET_TOKEN, "n0", "hello")
             answer = await http.get("/push/onenet", params={"msg": "hello", "nonce": "n0",
@@ -177,18 +177,6 @@ async def test_onenet_and_ctwing_pushes_are_verified_stored_and_dead_lettered_ex
         drop_session(services.mqtt_host, services.mqtt_port, settings.mqtt_client_id)
 
 
-async def wait_for_listener(http: httpx.AsyncClient) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await http.get("/push/onenet")
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
 async def test_a_gateway_killed_between_push_and_answer_loses_nothing_and_stores_once(
     services: Services, unique: str, influx_db: str, tmp_path: Path
 ) -> None:
@@ -212,41 +200,13 @@ async def test_a_gateway_killed_between_push_and_answer_loses_nothing_and_stores
                                 temperature=20.0 + i / 100)], ONENET_TOKEN, f"k{i}")
         for i in range(total)
     ]  # fmt: skip
-    answered = 0
-    unanswered = 0  # sent, and the connection died before an answer: the window a kill hits
     proc = start_gateway_process(env, log)
     try:
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as http:
-            await wait_for_listener(http)
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            for body in bodies:
-                queue.put_nowait(body)
-
-            async def platform() -> None:
-                """OneNET: resend what got no 200, until it does."""
-                nonlocal answered, unanswered
-                while not queue.empty():
-                    body = queue.get_nowait()
-                    while True:
-                        try:
-                            r = await http.post("/push/onenet", content=body, headers=JSON)
-                            if r.status_code == 200:
-                                answered += 1
-                                break
-                        except httpx.RemoteProtocolError:
-                            unanswered += 1
-                        except httpx.TransportError:
-                            pass  # refused: the gateway is down
-                        await asyncio.sleep(0.05)
-
-            senders = [asyncio.create_task(platform()) for _ in range(8)]
-            await wait_for(lambda: answered >= total // 4, 60, "a quarter answered")
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            proc = start_gateway_process(env, log)
-            await asyncio.wait_for(asyncio.gather(*senders), 120)
-        assert answered == total
-        assert unanswered >= 1, "the kill should have cut pushes off before their answer"
+            await wait_for_listener(http, "/push/onenet")
+            # OneNET resends what got no 200, until it does
+            sending = Resenders(http, total, lambda i, _: ("/push/onenet", bodies[i], JSON_TYPE))
+            proc = await sending.through_a_kill(proc, lambda: start_gateway_process(env, log))
         devices = {d.device_id for d in smoke}
         counts = [await stored(services, influx_db, "safety", d) for d in sorted(devices)]
         assert sum(counts) == total  # every push once: none lost, none twice
