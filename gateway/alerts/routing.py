@@ -527,7 +527,10 @@ class Router:
         (a member's own WeCom or DingTalk robot) whose URL is set."""
         if kind not in self._channels:
             return False
-        return kind not in ("wecom", "dingtalk") or self.robots.get(target, ("",))[0] == kind
+        if kind not in ("wecom", "dingtalk"):
+            return True
+        robot = self.robots.get(target)
+        return robot is not None and robot[0] == kind
 
     def member_recipients(self, member: Member) -> list[Recipient]:
         """`member` on every channel delivery can send on (a hand-over's new holder)."""

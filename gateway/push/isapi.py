@@ -12,13 +12,13 @@ the gateway's secret: ``/push/hikvision/<device id>/<token>``.
 
 from __future__ import annotations
 
-import hmac
 import json
 from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from adapters.hikvision_isapi import terminal_token
+from gateway.push.platforms import token_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class IsapiBody:
 
 
 def token_ok(secret: str, device_id: str, given: str) -> bool:
-    return hmac.compare_digest(terminal_token(secret, device_id).encode(), given.encode())
+    return token_matches(terminal_token(secret, device_id), given)
 
 
 def split(content_type: str, body: bytes) -> IsapiBody:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import func, select
 
@@ -29,6 +29,8 @@ from gateway.registry.records import Household, Resident
 from privacy.audit import AuditAction
 from privacy.keys import KeyRing
 from privacy.operators import pseudonymise
+
+T = TypeVar("T")
 
 # Told which pseudonyms' consent changed (False also for pseudonyms that no longer exist).
 ConsentListener = Callable[[Mapping[str, bool]], None]
@@ -306,14 +308,41 @@ __all__ = [
 ]
 
 
+class Refreshed(Generic[T]):
+    """What `load` returns, loaded again when it is older than `max_age_s`: a registry map a
+    hot path reads per event without a query (an import or a rekey elsewhere shows then)."""
+
+    def __init__(
+        self,
+        load: Callable[[], T],
+        *,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._loaded = clock()
+        self._value = load()
+
+    def get(self) -> T:
+        if self._clock() - self._loaded > self._max_age_s:
+            self.reload()
+        return self._value
+
+    def reload(self) -> None:
+        loaded = self._clock()
+        self._value = self._load()
+        self._loaded = loaded
+
+
 class ResidentNumbers:
     """A face terminal's number for a person → the resident's pseudonym under the current key,
-    as privacy's `resident_of` callback (the ``resolve`` of ``employee_no``).
+    as privacy's ``resolve`` of ``employee_no``.
 
     Terminals are enrolled with the registry's resident id as the person's number (Hikvision's
     employeeNo): no other list of who is who exists outside the registry. A number the registry
-    does not know resolves to nothing; the event is stored without a resident reference. The
-    map is reloaded at most every `max_age_s` (an import or a rekey elsewhere shows then)."""
+    does not know resolves to nothing; the event is stored without a resident reference."""
 
     def __init__(
         self,
@@ -323,23 +352,15 @@ class ResidentNumbers:
         max_age_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._registry = registry
-        self._kid = kid
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._map: dict[str, str] = {}
-        self._loaded = 0.0
-        self.reload()
+        self._map = Refreshed(
+            lambda: registry.resident_pseudonyms(kid), max_age_s=max_age_s, clock=clock
+        )
 
     def __call__(self, number: str) -> str | None:
-        if self._clock() - self._loaded > self._max_age_s:
-            self.reload()
-        return self._map.get(number)
+        return self._map.get().get(number)
 
     def reload(self) -> None:
-        loaded = self._clock()
-        self._map = self._registry.resident_pseudonyms(self._kid)
-        self._loaded = loaded
+        self._map.reload()
 
 
 class ResidentPseudonyms(Protocol):
@@ -350,7 +371,7 @@ class ResidentPseudonyms(Protocol):
 
 class RegisteredVehicles:
     """A plate → its pseudonym if it is a resident's registered vehicle, else None: privacy's
-    ``resolve`` of ``plate`` (a visitor's car is only masked). Reloaded like `ResidentNumbers`."""
+    ``resolve`` of ``plate`` (a visitor's car is only masked)."""
 
     def __init__(
         self,
@@ -360,24 +381,17 @@ class RegisteredVehicles:
         max_age_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._registry = registry
         self._keyring = keyring
-        self._max_age_s = max_age_s
-        self._clock = clock
-        self._known: frozenset[str] = frozenset()
-        self._loaded = 0.0
-        self.reload()
+        self._known = Refreshed(
+            lambda: registry.vehicle_pseudonyms(keyring.current), max_age_s=max_age_s, clock=clock
+        )
 
     def __call__(self, plate: str) -> str | None:
-        if self._clock() - self._loaded > self._max_age_s:
-            self.reload()
         pseudonym = pseudonymise(plate, "plate", self._keyring)
-        return pseudonym if pseudonym in self._known else None
+        return pseudonym if pseudonym in self._known.get() else None
 
     def reload(self) -> None:
-        loaded = self._clock()
-        self._known = self._registry.vehicle_pseudonyms(self._keyring.current)
-        self._loaded = loaded
+        self._known.reload()
 
 
 class VehiclePseudonyms(Protocol):
